@@ -1,0 +1,352 @@
+"""Attribute builders: AG2 objects in, span attributes out.
+
+Only duck typing on AG2 objects (names, configs, responses), so one code path serves ag2 0.9 → 0.14. Secrets: from an
+llm_config entry we read the model, the provider, the host/port of base_url and the whitelisted request parameters
+below — never api_key, headers, credentials or any other key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import semconv as k
+from ..mapping.content import messages_json, output_messages_json, to_json, to_text
+
+# AG2 api_type → gen_ai.provider.name (the conventions' well-known values)
+_PROVIDERS = {
+    "openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic", "google": "gcp.gemini",
+    "vertexai": "gcp.vertex_ai", "bedrock": "aws.bedrock", "mistral": "mistral_ai", "groq": "groq",
+    "cohere": "cohere", "ollama": "ollama", "deepseek": "deepseek", "cerebras": "cerebras", "together": "together",
+    "responses": "openai",
+}
+
+# request parameter in AG2/OpenAI config → gen_ai.request.* suffix; nothing outside this table is recorded
+_REQUEST_PARAMS = {
+    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens", "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty", "seed": "seed", "stop": "stop_sequences", "n": "choice.count",
+}
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def name_of(agent: Any) -> str | None:
+    name = getattr(agent, "name", None)
+    return name if isinstance(name, str) else None
+
+
+# --- conversations ----------------------------------------------------------------------------------------------
+
+def workflow_start(entry: str, participants: list[Any], max_turns: Any = None, max_rounds: Any = None) -> dict:
+    attrs: dict[str, Any] = {
+        k.OPERATION_NAME: k.OP_WORKFLOW,
+        k.WORKFLOW_NAME: entry,
+        k.AG2_ENTRY_POINT: entry,
+        k.AG2_SPAN_TYPE: k.SPAN_TYPE_CONVERSATION,
+    }
+    names = [n for n in (name_of(a) for a in participants[:64]) if n]
+    if names:
+        attrs[k.AG2_PARTICIPANTS] = names
+    if isinstance(max_turns, int):
+        attrs[k.AG2_MAX_TURNS] = max_turns
+    if isinstance(max_rounds, int):
+        attrs[k.AG2_MAX_ROUNDS] = max_rounds
+    return attrs
+
+
+def chat_result(result: Any) -> dict:
+    """Attributes from a ChatResult, read without touching it (AG2's return values are never mutated)."""
+    attrs: dict[str, Any] = {}
+    chat_id = getattr(result, "chat_id", None)
+    if chat_id is not None:
+        attrs[k.CONVERSATION_ID] = str(chat_id)  # AG2's own id for this chat; never one we invent
+    history = getattr(result, "chat_history", None)
+    if isinstance(history, list):
+        attrs[k.AG2_TURNS] = len(history)
+    return attrs
+
+
+def chat_result_content(result: Any, max_chars: int) -> dict:
+    summary = getattr(result, "summary", None)
+    if summary is None:
+        return {}
+    return {
+        k.AG2_SUMMARY: to_text(summary, max_chars),
+        k.OUTPUT_MESSAGES: output_messages_json([{"role": "assistant", "content": summary}], ["stop"], max_chars),
+    }
+
+
+def initial_message_content(message: Any, max_chars: int) -> dict:
+    if message is None or callable(message):
+        return {}
+    return {k.INPUT_MESSAGES: messages_json([message], max_chars)}
+
+
+# --- agent turns ------------------------------------------------------------------------------------------------
+
+def agent_turn(agent: Any, sender: Any) -> dict:
+    attrs: dict[str, Any] = {
+        k.OPERATION_NAME: k.OP_AGENT,
+        k.AG2_SPAN_TYPE: k.SPAN_TYPE_AGENT,
+    }
+    name = name_of(agent)
+    if name:
+        attrs[k.AGENT_NAME] = name
+        attrs[k.AGENT_ID] = f"{name}@{id(agent):x}"  # AG2 agents carry no id; name + object identity is stable per run
+    description = getattr(agent, "description", None)
+    if isinstance(description, str) and description:
+        attrs[k.AGENT_DESCRIPTION] = description[:512]
+    sender_name = name_of(sender)
+    if sender_name:
+        attrs[k.AG2_SENDER] = sender_name
+    return attrs
+
+
+def agent_turn_content(agent: Any, messages: Any, sender: Any, max_chars: int) -> dict:
+    """The incoming message only (not the history: per-turn cost stays O(1)) and the agent's instructions."""
+    attrs: dict[str, Any] = {}
+    if messages is None and sender is not None:
+        history = getattr(agent, "_oai_messages", {}).get(sender)
+        messages = history
+    if messages:
+        attrs[k.INPUT_MESSAGES] = messages_json(messages[-1:], max_chars)
+    system = getattr(agent, "system_message", None)
+    if isinstance(system, str) and system:
+        attrs[k.SYSTEM_INSTRUCTIONS] = to_json([{"type": "text", "content": system}], max_chars)
+    return attrs
+
+
+def reply_content(reply: Any, max_chars: int) -> dict:
+    if reply is None:
+        return {}
+    return {k.OUTPUT_MESSAGES: output_messages_json([reply], ["stop"], max_chars)}
+
+
+# --- model calls --------------------------------------------------------------------------------------------------
+
+def _first_config(wrapper: Any) -> Mapping:
+    config_list = getattr(wrapper, "_config_list", None)
+    if isinstance(config_list, list) and config_list and isinstance(config_list[0], Mapping):
+        return config_list[0]
+    return {}
+
+
+def provider_of(entry: Mapping) -> str:
+    api_type = entry.get("api_type")
+    if isinstance(api_type, str) and api_type:
+        return _PROVIDERS.get(api_type.lower(), api_type.lower())
+    client_cls = entry.get("model_client_cls")
+    if isinstance(client_cls, str) and client_cls:
+        return client_cls  # a custom ModelClient: its class name is the most honest provider we know
+    return "openai"
+
+
+def llm_request(wrapper: Any, config: Mapping) -> tuple[str | None, dict]:
+    entry = _first_config(wrapper)
+    model = config.get("model") or entry.get("model")
+    attrs: dict[str, Any] = {
+        k.OPERATION_NAME: k.OP_CHAT,
+        k.PROVIDER_NAME: provider_of(entry),
+        k.AG2_SPAN_TYPE: k.SPAN_TYPE_LLM,
+    }
+    if isinstance(model, str):
+        attrs[k.REQUEST_MODEL] = model
+    for source in (entry, config):
+        for key, suffix in _REQUEST_PARAMS.items():
+            value = source.get(key)
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                attrs[k.REQUEST_PREFIX + suffix] = value
+            elif key == "stop" and isinstance(value, list):
+                attrs[k.REQUEST_PREFIX + suffix] = [str(v) for v in value[:16]]
+    base_url = config.get("base_url") or entry.get("base_url")
+    if isinstance(base_url, str) and base_url:
+        try:
+            parts = urlsplit(base_url)  # hostname/port only: user:password in the URL never leaves this function
+            if parts.hostname:
+                attrs[k.SERVER_ADDRESS] = parts.hostname
+            if parts.port:
+                attrs[k.SERVER_PORT] = parts.port
+        except ValueError:
+            pass
+    agent = config.get("agent")
+    if name_of(agent):
+        attrs[k.AGENT_NAME] = name_of(agent)
+    return (model if isinstance(model, str) else None), attrs
+
+
+def llm_request_content(config: Mapping, max_chars: int, max_messages: int) -> dict:
+    attrs: dict[str, Any] = {}
+    messages = config.get("messages")
+    if isinstance(messages, list) and messages:
+        system = [m for m in messages[:1] if isinstance(m, Mapping) and m.get("role") == "system"]
+        rest = messages[len(system):]
+        tail = rest[-max_messages:]
+        if system:
+            attrs[k.SYSTEM_INSTRUCTIONS] = to_json([{"type": "text", "content": system[0].get("content")}], max_chars)
+        attrs[k.INPUT_MESSAGES] = messages_json(tail, max_chars)
+        attrs[k.AG2_INPUT_MESSAGES_TOTAL] = len(rest)
+        if len(tail) < len(rest):
+            attrs[k.AG2_INPUT_MESSAGES_OMITTED] = len(rest) - len(tail)
+    tools = config.get("tools")
+    if isinstance(tools, list) and tools:
+        attrs[k.TOOL_DEFINITIONS] = to_json(tools, max_chars)
+    return attrs
+
+
+def _usage_numbers(usage: Any) -> dict:
+    attrs: dict[str, Any] = {}
+    inp = _get(usage, "prompt_tokens", None)
+    if inp is None:
+        inp = _get(usage, "input_tokens", None)
+    out = _get(usage, "completion_tokens", None)
+    if out is None:
+        out = _get(usage, "output_tokens", None)
+    if isinstance(inp, int):
+        attrs[k.USAGE_INPUT_TOKENS] = inp
+    if isinstance(out, int):
+        attrs[k.USAGE_OUTPUT_TOKENS] = out
+    cached = _get(_get(usage, "prompt_tokens_details", None), "cached_tokens", None)
+    if cached is None:
+        cached = _get(usage, "cache_read_input_tokens", None)
+    if isinstance(cached, int) and cached:
+        attrs[k.USAGE_CACHE_READ_INPUT_TOKENS] = cached
+    created = _get(usage, "cache_creation_input_tokens", None)
+    if isinstance(created, int) and created:
+        attrs[k.USAGE_CACHE_CREATION_INPUT_TOKENS] = created
+    reasoning = _get(_get(usage, "completion_tokens_details", None), "reasoning_tokens", None)
+    if isinstance(reasoning, int) and reasoning:
+        attrs[k.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+    return attrs
+
+
+def llm_response(wrapper: Any, response: Any) -> dict:
+    attrs: dict[str, Any] = {}
+    model = _get(response, "model", None)
+    if isinstance(model, str):
+        attrs[k.RESPONSE_MODEL] = model
+    response_id = _get(response, "id", None)
+    if isinstance(response_id, str):
+        attrs[k.RESPONSE_ID] = response_id
+    choices = _get(response, "choices", None) or []
+    reasons = [str(_get(c, "finish_reason", None)) for c in choices[:16] if _get(c, "finish_reason", None)]
+    if reasons:
+        attrs[k.RESPONSE_FINISH_REASONS] = reasons
+    usage = _get(response, "usage", None)
+    if usage is not None:
+        attrs.update(_usage_numbers(usage))
+    if k.USAGE_INPUT_TOKENS not in attrs:
+        # a custom client whose response has no OpenAI-style usage: ask the client, as OpenAIWrapper itself does
+        clients = getattr(wrapper, "_clients", None) or []
+        index = _get(response, "config_id", 0) or 0
+        if isinstance(index, int) and 0 <= index < len(clients):
+            attrs.update(_usage_numbers(type(clients[index]).get_usage(response) or {}))
+    cost = _get(response, "cost", None)
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        attrs[k.AG2_COST] = float(cost)
+    return attrs
+
+
+def llm_response_content(response: Any, max_chars: int) -> dict:
+    choices = _get(response, "choices", None) or []
+    if not choices:
+        return {}
+    messages = [_get(c, "message", None) for c in choices[:16]]
+    reasons = [_get(c, "finish_reason", None) for c in choices[:16]]
+    return {k.OUTPUT_MESSAGES: output_messages_json(messages, reasons, max_chars)}
+
+
+def usage_fingerprint(summary: Any) -> tuple:
+    """A cheap snapshot of OpenAIWrapper's usage summary, to tell a cache hit (total moves, actual does not)."""
+    if not isinstance(summary, Mapping):
+        return (None,)
+    tokens = sum(v.get("total_tokens", 0) for v in summary.values() if isinstance(v, Mapping))
+    return (summary.get("total_cost"), tokens)
+
+
+# --- tools, handoffs, code, human input, speaker selection -------------------------------------------------------------
+
+def tool_call(agent: Any, func_call: Any, call_id: Any) -> tuple[str, dict]:
+    name = _get(func_call, "name", None) or "unknown"
+    attrs: dict[str, Any] = {
+        k.OPERATION_NAME: k.OP_TOOL,
+        k.TOOL_NAME: str(name),
+        k.TOOL_TYPE: "function",
+        k.AG2_SPAN_TYPE: k.SPAN_TYPE_TOOL,
+    }
+    if call_id is not None:
+        attrs[k.TOOL_CALL_ID] = str(call_id)
+    for tool in getattr(agent, "_tools", None) or ():
+        if getattr(tool, "name", None) == name and isinstance(getattr(tool, "description", None), str):
+            attrs[k.TOOL_DESCRIPTION] = tool.description[:1024]
+            break
+    agent_name = name_of(agent)
+    if agent_name:
+        attrs[k.AGENT_NAME] = agent_name
+    return str(name), attrs
+
+
+def tool_arguments_content(func_call: Any, max_chars: int) -> dict:
+    arguments = _get(func_call, "arguments", None)
+    if arguments is None:
+        return {}
+    return {k.TOOL_CALL_ARGUMENTS: to_text(arguments, max_chars)}
+
+
+def tool_result_content(result: Any, max_chars: int) -> dict:
+    content = _get(result, "content", None)
+    return {k.TOOL_CALL_RESULT: to_text(content, max_chars)} if content is not None else {}
+
+
+def handoff(kind: str, source_agent: Any, target: Any) -> tuple[str, dict]:
+    display = getattr(target, "display_name", None)
+    target_name = display() if callable(display) else str(target)
+    tool = f"transfer_to_{target_name}".replace(" ", "_")
+    attrs = {
+        k.OPERATION_NAME: k.OP_TOOL,
+        k.TOOL_NAME: tool,
+        k.TOOL_TYPE: "extension",
+        k.TRANSFER_MODE: "pass_control",
+        k.TRANSFER_TARGET_NAME: target_name,
+        k.AG2_SPAN_TYPE: k.SPAN_TYPE_HANDOFF,
+        "ag2.handoff.kind": kind,
+    }
+    if name_of(source_agent):
+        attrs[k.AGENT_NAME] = name_of(source_agent)
+    return tool, attrs
+
+
+def speaker_selection(groupchat: Any, last_speaker: Any) -> dict:
+    method = getattr(groupchat, "speaker_selection_method", None)
+    if callable(method):
+        method = f"callable:{getattr(method, '__name__', type(method).__name__)}"
+    attrs: dict[str, Any] = {k.AG2_SPAN_TYPE: k.SPAN_TYPE_SPEAKER_SELECTION, k.AG2_SPEAKER_METHOD: str(method)}
+    agents = getattr(groupchat, "agents", None) or []
+    attrs[k.AG2_SPEAKER_CANDIDATES] = [n for n in (name_of(a) for a in agents[:64]) if n]
+    if name_of(last_speaker):
+        attrs[k.AG2_SENDER] = name_of(last_speaker)
+    return attrs
+
+
+def code_blocks_content(code_blocks: Any, max_chars: int) -> dict:
+    blocks = []
+    for block in list(code_blocks or [])[:32]:
+        if isinstance(block, (tuple, list)) and len(block) == 2:
+            blocks.append({"language": block[0], "code": block[1]})
+        else:
+            blocks.append({"language": _get(block, "language", None), "code": _get(block, "code", None)})
+    return {k.AG2_CODE_BLOCKS: to_json(blocks, max_chars)}
+
+
+def code_languages(code_blocks: Any) -> list[str]:
+    langs = []
+    for block in list(code_blocks or [])[:32]:
+        lang = block[0] if isinstance(block, (tuple, list)) and block else _get(block, "language", None)
+        if isinstance(lang, str) and lang not in langs:
+            langs.append(lang)
+    return langs

@@ -1,0 +1,96 @@
+"""``Ag2Instrumentor``: the opentelemetry-instrumentation entry point (``opentelemetry-instrument`` loads it)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Collection
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from ..config import ContentCapture, content_capture
+from ..package import _instruments
+from . import context_carry
+from .targets import TARGETS, THREAD_MODULES
+from .telemetry import Limits, Telemetry
+
+logger = logging.getLogger("ag2_otel")
+
+
+def _resolve(module_name: str, attribute: str) -> tuple[Any, str] | None:
+    """(owner, name) for 'Class.method' or 'function' in module, or None if this AG2 version lacks it."""
+    try:
+        owner: Any = importlib.import_module(module_name)
+    except Exception:  # noqa: BLE001 - optional AG2 extras (docker, jupyter) may fail to import in many ways
+        return None
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part, None)
+        if owner is None:
+            return None
+    if name not in vars(owner) and isinstance(owner, type):
+        owner = _wrapped_event_class(owner)
+    if owner is None or name not in vars(owner):  # only what the owner defines itself: never an inherited method
+        return None
+    return owner, name
+
+
+def _wrapped_event_class(cls: type) -> type | None:
+    """AG2's ``@wrap_event`` publishes a generated pydantic wrapper under the event's name; the event class with the
+    ``__init__`` AG2 calls is the type of its ``content`` field."""
+    field = getattr(cls, "model_fields", {}).get("content")
+    inner = getattr(field, "annotation", None)
+    return inner if isinstance(inner, type) else None
+
+
+class Ag2Instrumentor(BaseInstrumentor):
+    """Traces AG2 classic (``autogen``) with OpenTelemetry GenAI spans.
+
+    ``Ag2Instrumentor().instrument(tracer_provider=None, meter_provider=None, capture_content=None)``;
+    capture_content: bool, a mode name (NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT) or None for the
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT variable; off by default, as in OpenTelemetry.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wrapped: list[tuple[Any, str]] = []
+        self._thread_modules: list[str] = []
+        self.telemetry: Telemetry | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        capture = content_capture(kwargs.get("capture_content"), default=ContentCapture.NO_CONTENT)
+        tel = Telemetry(
+            tracer_provider=kwargs.get("tracer_provider"),
+            meter_provider=kwargs.get("meter_provider"),
+            capture=capture,
+            limits=kwargs.get("limits") or Limits.from_env(),
+        )
+        self.telemetry = tel
+        for target in TARGETS:
+            resolved = _resolve(target.module, target.attribute)
+            if resolved is None:
+                logger.debug("ag2-otel: %s.%s not in this AG2 version; skipped", target.module, target.attribute)
+                continue
+            owner, name = resolved
+            if isinstance(vars(owner)[name], wrapt.ObjectProxy):
+                continue  # another alias of the same function object was wrapped already: never wrap twice
+            wrapt.wrap_function_wrapper(owner, name, target.wrapper(tel))
+            self._wrapped.append((owner, name))
+        for module in THREAD_MODULES:
+            if context_carry.carry_threads(module):
+                self._thread_modules.append(module)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for owner, name in reversed(self._wrapped):
+            current = vars(owner).get(name)
+            if isinstance(current, wrapt.ObjectProxy):
+                setattr(owner, name, current.__wrapped__)
+        self._wrapped.clear()
+        for module in self._thread_modules:
+            context_carry.release_threads(module)
+        self._thread_modules.clear()
+        self.telemetry = None

@@ -1,0 +1,87 @@
+"""The state every wrapper shares: tracer, metric instruments, content mode and size limits, and the log-once guard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from opentelemetry import metrics, trace
+
+from ..config import ContentCapture
+from ..version import __version__
+
+logger = logging.getLogger("ag2_otel")
+
+SCOPE = "ag2_otel"
+_DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 … 81.92 s, as the GenAI conventions advise
+_TOKEN_BUCKETS = [4**i for i in range(14)]  # 1, 4, 16, … 67108864
+
+_logged: set[str] = set()
+_logged_lock = threading.Lock()
+
+
+def log_once(site: str, exc: BaseException) -> None:
+    """Our own failures are logged once per site and swallowed: tracing must never break the traced program."""
+    with _logged_lock:
+        if site in _logged:
+            return
+        _logged.add(site)
+    # exc_info off: a traceback could carry message text through local values of frames in other handlers
+    logger.warning("ag2-otel: %s failed (%s: %s); tracing goes on without it", site, type(exc).__name__, exc)
+
+
+@dataclass
+class Limits:
+    max_content_chars: int = 16384  # one recorded content string (AG2_OTEL_MAX_CONTENT_CHARS)
+    max_messages: int = 20  # trailing messages of a model call's input that are recorded (AG2_OTEL_MAX_MESSAGES)
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        from ..config import positive_int_env
+
+        return cls(
+            max_content_chars=positive_int_env("AG2_OTEL_MAX_CONTENT_CHARS", cls.max_content_chars),
+            max_messages=positive_int_env("AG2_OTEL_MAX_MESSAGES", cls.max_messages),
+        )
+
+
+class Telemetry:
+    def __init__(self, tracer_provider=None, meter_provider=None, capture: ContentCapture = ContentCapture.NO_CONTENT,
+                 limits: Limits | None = None) -> None:
+        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)
+        self.tokens = meter.create_histogram(
+            "gen_ai.client.token.usage", unit="{token}", description="Measures number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS)
+        self.capture = capture
+        self.content_on_spans = capture.on_spans
+        self.content_on_events = capture.on_events
+        self.content = capture.enabled
+        self.limits = limits or Limits()
+
+    def safe(self, site: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run one of our attribute builders; on failure log once and carry on with nothing."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - never let our code break the agent
+            log_once(site, exc)
+            return None
+
+    def set_content(self, span, attributes: dict[str, Any]) -> None:
+        """Content attributes go on the span, on a span event, or both, as the capture mode says."""
+        if not attributes:
+            return
+        if self.content_on_spans:
+            span.set_attributes(attributes)
+        if self.content_on_events:
+            span.add_event("gen_ai.content", attributes)
+
+
+def env_flag(name: str) -> str:
+    return os.environ.get(name, "").strip()
