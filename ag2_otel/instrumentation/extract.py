@@ -100,7 +100,8 @@ def agent_turn(agent: Any, sender: Any) -> dict:
         attrs[k.AGENT_NAME] = name
         attrs[k.AGENT_ID] = f"{name}@{id(agent):x}"  # AG2 agents carry no id; name + object identity is stable per run
     description = getattr(agent, "description", None)
-    if isinstance(description, str) and description:
+    # AG2 defaults the description to the system message, which is content: only a description of its own is metadata
+    if isinstance(description, str) and description and description != getattr(agent, "system_message", None):
         attrs[k.AGENT_DESCRIPTION] = description[:512]
     sender_name = name_of(sender)
     if sender_name:
@@ -138,13 +139,21 @@ def _first_config(wrapper: Any) -> Mapping:
 
 
 def provider_of(entry: Mapping) -> str:
+    client_cls = entry.get("model_client_cls")
+    if isinstance(client_cls, str) and client_cls:
+        return client_cls  # a custom ModelClient (AG2 still fills api_type="openai"): its class name is truer
     api_type = entry.get("api_type")
     if isinstance(api_type, str) and api_type:
         return _PROVIDERS.get(api_type.lower(), api_type.lower())
-    client_cls = entry.get("model_client_cls")
-    if isinstance(client_cls, str) and client_cls:
-        return client_cls  # a custom ModelClient: its class name is the most honest provider we know
     return "openai"
+
+
+def _client_base_url(wrapper: Any) -> str | None:
+    """AG2 moves base_url out of the config list into the provider SDK client (an OpenAI client keeps it)."""
+    clients = getattr(wrapper, "_clients", None) or []
+    sdk_client = getattr(clients[0], "_oai_client", None) if clients else None
+    url = getattr(sdk_client, "base_url", None)
+    return str(url) if url is not None else None
 
 
 def llm_request(wrapper: Any, config: Mapping) -> tuple[str | None, dict]:
@@ -164,7 +173,7 @@ def llm_request(wrapper: Any, config: Mapping) -> tuple[str | None, dict]:
                 attrs[k.REQUEST_PREFIX + suffix] = value
             elif key == "stop" and isinstance(value, list):
                 attrs[k.REQUEST_PREFIX + suffix] = [str(v) for v in value[:16]]
-    base_url = config.get("base_url") or entry.get("base_url")
+    base_url = config.get("base_url") or entry.get("base_url") or _client_base_url(wrapper)
     if isinstance(base_url, str) and base_url:
         try:
             parts = urlsplit(base_url)  # hostname/port only: user:password in the URL never leaves this function

@@ -54,9 +54,11 @@ class Ag2Instrumentor(BaseInstrumentor):
 
     def __init__(self) -> None:
         super().__init__()
-        self._wrapped: list[tuple[Any, str]] = []
-        self._thread_modules: list[str] = []
-        self.telemetry: Telemetry | None = None
+        # BaseInstrumentor is a singleton, and Python runs __init__ again on every Ag2Instrumentor(): keep the state
+        if not hasattr(self, "_wrapped"):
+            self._wrapped: list[tuple[Any, str, Any]] = []  # (owner, name, original)
+            self._thread_modules: list[str] = []
+            self.telemetry: Telemetry | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -76,19 +78,16 @@ class Ag2Instrumentor(BaseInstrumentor):
                 logger.debug("ag2-otel: %s.%s not in this AG2 version; skipped", target.module, target.attribute)
                 continue
             owner, name = resolved
-            if isinstance(vars(owner)[name], wrapt.ObjectProxy):
-                continue  # another alias of the same function object was wrapped already: never wrap twice
+            original = vars(owner)[name]
             wrapt.wrap_function_wrapper(owner, name, target.wrapper(tel))
-            self._wrapped.append((owner, name))
+            self._wrapped.append((owner, name, original))
         for module in THREAD_MODULES:
             if context_carry.carry_threads(module):
                 self._thread_modules.append(module)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for owner, name in reversed(self._wrapped):
-            current = vars(owner).get(name)
-            if isinstance(current, wrapt.ObjectProxy):
-                setattr(owner, name, current.__wrapped__)
+        for owner, name, original in reversed(self._wrapped):
+            setattr(owner, name, original)
         self._wrapped.clear()
         for module in self._thread_modules:
             context_carry.release_threads(module)
