@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -110,13 +111,16 @@ def render(value: Any, budget: _Budget | int = DEFAULT_MAX_CHARS, _depth: int = 
     return budget.take(_describe(value))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _valid_utf8(text: str) -> str:
     """OTLP protobuf needs valid UTF-8: lone surrogates become U+FFFD."""
     try:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
+        return _SURROGATE.sub("\ufffd", text)
 
 
 def to_json(value: Any, max_chars: int = DEFAULT_MAX_CHARS) -> str:
@@ -173,9 +177,17 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
 
 def genai_message(message: Any, default_role: str = "user") -> dict[str, Any]:
     """One AG2 message (a str or an OpenAI-style dict) in the GenAI shape ``{"role", "name"?, "parts"}``."""
+    try:
+        return _genai_message(message, default_role)
+    except Exception:  # a malformed message is kept as text rather than lost
+        return {"role": default_role, "parts": [{"type": "text", "content": message}]}
+
+
+def _genai_message(message: Any, default_role: str) -> dict[str, Any]:
     if not isinstance(message, Mapping):
         return {"role": default_role, "parts": _content_parts(message)}
-    role = message.get("role") or default_role
+    role = message.get("role")
+    role = role if isinstance(role, str) and role else default_role
     out: dict[str, Any] = {"role": _ROLE.get(role, role)}
     if message.get("name"):
         out["name"] = message["name"]
