@@ -179,7 +179,7 @@ class Settings:
     service_name: str | None = None
     traces_exporters: tuple[str, ...] | None = None  # None: OTEL_TRACES_EXPORTER unset
     otlp_protocol: str = "grpc"
-    otlp_endpoint: str | None = None  # the traces endpoint the SDK will use (password in a URL masked)
+    otlp_endpoint: str = "http://localhost:4317"  # the traces endpoint the SDK will use (password in a URL masked)
     otlp_endpoint_configured: bool = False  # an OTLP endpoint variable is set
     otlp_header_names: tuple[str, ...] = ()
     otlp_timeout: float | None = None
@@ -493,3 +493,7 @@ def build_otlp_span_exporter(settings: Settings):
     else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     return OTLPSpanExporter()
+
+
+if __name__ == "__main__":  # python -m ag2_otel.config  -> the table for docs/configuration.md
+    print(describe_settings_table(), end="")

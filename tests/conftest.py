@@ -22,3 +22,22 @@ def tracer_provider(span_exporter):
     provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     yield provider
     provider.shutdown()
+
+
+@pytest.fixture
+def instrument(tracer_provider):
+    """``instrument(capture_content=False)``: instruments AG2 with the test's tracer provider; always undone at
+    teardown (Ag2Instrumentor is a singleton, a leftover instrumentation would leak into the next test)."""
+    from ag2_otel import Ag2Instrumentor
+
+    instrumentor = Ag2Instrumentor()
+
+    def _instrument(capture_content=False, **kwargs):
+        instrumentor.instrument(tracer_provider=tracer_provider, capture_content=capture_content, **kwargs)
+        return instrumentor
+
+    try:
+        yield _instrument
+    finally:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()

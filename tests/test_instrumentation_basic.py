@@ -26,14 +26,14 @@ def _is_termination(message):
     return (message.get("content") or "").rstrip().endswith("TERMINATE")
 
 
-def make_calculator_agents(script, *, llm_extra=None):
+def make_calculator_agents(script, *, llm_config=None):
     """The calculator round trip from AG2's docs (tool use), on the scripted model."""
     from autogen import ConversableAgent, register_function
 
     assistant = ConversableAgent(
         "assistant",
         system_message="You are a helpful AI assistant. You can help with simple calculations. Reply TERMINATE when done.",
-        llm_config=scripted_llm_config(**(llm_extra or {})),
+        llm_config=llm_config or scripted_llm_config(),
     )
     user = ConversableAgent("user", llm_config=False, is_termination_msg=_is_termination, human_input_mode="NEVER")
 
@@ -106,7 +106,10 @@ def test_two_agent_text_chat(instrument, span_exporter):
     assert root.attributes[k.OPERATION_NAME] == k.OP_WORKFLOW
     assert list(root.attributes[k.AG2_PARTICIPANTS]) == ["alice", "bob"]
     assert root.attributes[k.AG2_MAX_TURNS] == 2
-    assert root.attributes[k.CONVERSATION_ID] == str(result.chat_id)  # AG2's own id, not an invented one
+    if getattr(result, "chat_id", None) is not None:  # AG2's own id (0.10+), never an invented one
+        assert root.attributes[k.CONVERSATION_ID] == str(result.chat_id)
+    else:
+        assert k.CONVERSATION_ID not in root.attributes
     assert root.attributes[k.AG2_TERMINATION_REASON] == "Maximum turns (2) reached"
     turns = [s for s in spans if s.attributes.get(k.OPERATION_NAME) == k.OP_AGENT]
     assert [t.attributes[k.AG2_SENDER] for t in turns] == ["alice", "bob", "alice"]
@@ -246,9 +249,9 @@ def test_content_mode_from_environment_and_event_only(instrument, span_exporter,
 
 def test_secrets_in_llm_config_never_reach_spans(instrument, span_exporter):
     instrument(capture_content=True)
-    extra = {"api_key": SECRET_KEY, "base_url": f"https://bob:{SECRET_PASSWORD}@llm.example.com:8443/v1",
-             "default_headers": {"Authorization": f"Bearer {SECRET_KEY}"}, "temperature": 0.2}
-    user, assistant = make_calculator_agents(CALCULATOR_SCRIPT, llm_extra=extra)
+    llm_config = scripted_llm_config(api_key=SECRET_KEY, base_url=f"https://bob:{SECRET_PASSWORD}@llm.example.com:8443/v1")
+    llm_config["temperature"] = 0.2
+    user, assistant = make_calculator_agents(CALCULATOR_SCRIPT, llm_config=llm_config)
     user.initiate_chat(assistant, message="compute", max_turns=6)
     spans = span_exporter.get_finished_spans()
     dump = json.dumps([[s.name, dict(s.attributes), [dict(e.attributes) for e in s.events]] for s in spans], default=str)

@@ -66,30 +66,35 @@ def release_threads(module_name: str) -> None:
 
 
 # --- executor hand-off for a_generate_oai_reply ---------------------------------------------------------------------
+# One slot per (agent, sender): one agent may serve several conversations at once (AG2 keeps a history per sender),
+# and each turn must hand its own context to its own executor call.
 
-_pending: dict[int, otel_context.Context] = {}
+_pending: dict[tuple[int, int], otel_context.Context] = {}
 
 
-def leave_for_executor(agent: Any) -> tuple[int, otel_context.Context | None]:
+def leave_for_executor(agent: Any, sender: Any) -> tuple[tuple[int, int], otel_context.Context, Any]:
     """Called inside an async agent turn: remember the turn's context for a client call run in an executor."""
-    key = id(agent)
+    key = (id(agent), id(sender))
+    mine = otel_context.get_current()
     previous = _pending.get(key)
-    _pending[key] = otel_context.get_current()
-    return key, previous
+    _pending[key] = mine
+    return key, mine, previous
 
 
-def take_back(key: int, previous: otel_context.Context | None) -> None:
-    if previous is None:
-        _pending.pop(key, None)
-    else:
-        _pending[key] = previous
+def take_back(handoff: tuple[tuple[int, int], otel_context.Context, Any]) -> None:
+    key, mine, previous = handoff
+    if _pending.get(key) is mine:  # only our own entry: turns of other conversations may have replaced it
+        if previous is None:
+            _pending.pop(key, None)
+        else:
+            _pending[key] = previous
 
 
-def attach_left_context(agent: Any) -> object | None:
+def attach_left_context(agent: Any, sender: Any) -> object | None:
     """In an executor thread with no active span, attach the context the agent's turn left; returns a detach token."""
     if trace.get_current_span().get_span_context().is_valid:
         return None
-    ctx = _pending.get(id(agent))
+    ctx = _pending.get((id(agent), id(sender)))
     return otel_context.attach(ctx) if ctx is not None else None
 
 

@@ -44,7 +44,9 @@ class Plan:
     content: Callable[[], dict] | None = None  # built only when content capture is on
     on_result: Callable[[Any, Any], None] | None = None  # (span, result)
     workflow: bool = False
-    leave_context_for: Any = None  # an agent whose executor-run client call must find this span
+    leave_context_for: tuple[Any, Any] | None = None  # (agent, sender) whose executor-run client call needs this span
+    # exceptions AG2 raises as control flow and catches itself: an outcome, not an error (class name -> outcome)
+    expected: dict[str, str] = field(default_factory=dict)
     context_vars: list[tuple[contextvars.ContextVar, Any]] = field(default_factory=list)
 
 
@@ -61,7 +63,7 @@ class _Open:
             self.tokens.append((CURRENT_WORKFLOW, CURRENT_WORKFLOW.set(self.span)))
         for var, value in plan.context_vars:
             self.tokens.append((var, var.set(value)))
-        self.handoff = context_carry.leave_for_executor(plan.leave_context_for) if plan.leave_context_for else None
+        self.handoff = context_carry.leave_for_executor(*plan.leave_context_for) if plan.leave_context_for else None
         if plan.content is not None and tel.content:
             tel.set_content(self.span, tel.safe(f"{plan.name}: content", plan.content) or {})
 
@@ -71,13 +73,17 @@ class _Open:
 
     def failed(self, exc: BaseException) -> None:
         span = self.span
+        outcome = self.plan.expected.get(type(exc).__name__)
+        if outcome is not None:
+            span.set_attribute(k.AG2_OUTCOME, outcome)
+            return
         span.set_attribute(k.ERROR_TYPE, type(exc).__qualname__)
         span.record_exception(exc, escaped=True)
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {str(exc)[:256]}"))
 
     def close(self) -> None:
         if self.handoff is not None:
-            context_carry.take_back(*self.handoff)
+            context_carry.take_back(self.handoff)
         for var, token in reversed(self.tokens):
             try:
                 (otel_context.detach(token) if var is otel_context else var.reset(token))
@@ -209,12 +215,13 @@ plan_a_initiate_chats = _plan_chat_queue("a_initiate_chats")
 def _plan_pattern(entry: str):
     def plan(tel: Telemetry, _instance, args, kwargs) -> Plan | None:
         """initiate_group_chat(pattern, messages, max_rounds, ...): a pattern-based group chat."""
+        name = ENTRY_POINT.get() or entry  # run_group_chat() calls the pattern entry point in its worker thread
         pattern = _arg(args, kwargs, 0, "pattern")
         agents = list(getattr(pattern, "agents", None) or [])
         user_agent = getattr(pattern, "user_agent", None)
         if user_agent is not None:
             agents.append(user_agent)
-        attrs = extract.workflow_start(entry, agents, max_rounds=_arg(args, kwargs, 2, "max_rounds", 20))
+        attrs = extract.workflow_start(name, agents, max_rounds=_arg(args, kwargs, 2, "max_rounds", 20))
         initial = getattr(pattern, "initial_agent", None)
         if extract.name_of(initial):
             attrs["ag2.pattern.initial_agent"] = extract.name_of(initial)
@@ -231,7 +238,7 @@ def _plan_pattern(entry: str):
                 tel.set_content(span, extract.chat_result_content(chat_result, tel.limits.max_content_chars))
 
         return Plan(
-            name=k.span_name(k.OP_WORKFLOW, entry),
+            name=k.span_name(k.OP_WORKFLOW, name),
             attributes=attrs,
             content=lambda: extract.initial_message_content(
                 messages if isinstance(messages, str) else (messages or [None])[-1], tel.limits.max_content_chars),
@@ -316,7 +323,7 @@ def _plan_turn(tel: Telemetry, agent, args, kwargs, is_async: bool) -> Plan | No
         attributes=attrs,
         content=lambda: extract.agent_turn_content(agent, messages, sender, max_chars),
         on_result=on_result,
-        leave_context_for=agent if is_async else None,
+        leave_context_for=(agent, sender) if is_async else None,
     )
 
 
@@ -332,7 +339,8 @@ def executor_context_wrapper(tel: Telemetry) -> Wrapper:
     """ConversableAgent.generate_oai_reply: in a_generate_oai_reply's executor thread, re-attach the turn's context."""
 
     def wrapper(wrapped, instance, args, kwargs):
-        token = tel.safe("generate_oai_reply: context", context_carry.attach_left_context, instance)
+        sender = _arg(args, kwargs, 1, "sender")
+        token = tel.safe("generate_oai_reply: context", context_carry.attach_left_context, instance, sender)
         try:
             return wrapped(*args, **kwargs)
         finally:
@@ -482,7 +490,9 @@ def plan_select_speaker(tel: Telemetry, groupchat, args, kwargs) -> Plan:
         if extract.name_of(speaker):
             span.set_attribute(k.AG2_SPEAKER_SELECTED, extract.name_of(speaker))
 
-    return Plan(name=k.SPEAKER_SELECTION_SPAN, attributes=attrs, on_result=on_result)
+    # pattern group chats end by raising NoEligibleSpeakerError from the selection, which run_chat catches
+    return Plan(name=k.SPEAKER_SELECTION_SPAN, attributes=attrs, on_result=on_result,
+                expected={"NoEligibleSpeakerError": "no_eligible_speaker"})
 
 
 def plan_human_input(tel: Telemetry, agent, args, kwargs) -> Plan:
