@@ -108,7 +108,9 @@ def autolog(
 
         provider, created = (tracer_provider, False) if tracer_provider is not None else _sdk_provider()
         if _State.provider is not None and _State.provider is not provider:
-            _disable()  # a different provider this time: start over on it
+            _disable()  # a different provider this time: ours on the old one stay switched off; start over
+            _State.mlflow = _State.otlp = _State.console = None
+            _State.created_provider = False
         _State.provider = provider
         _State.created_provider = _State.created_provider or created
 

@@ -71,20 +71,6 @@ def content_capture(
         raise ConfigError(f"{source}={value!r} is not valid; use one of: {accepted}") from None
 
 
-def positive_int_env(name: str, default: int, environ: Mapping[str, str] = os.environ) -> int:
-    """An integer > 0 from the environment, or ``default`` when unset; anything else is a ConfigError."""
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} is not valid; use a whole number greater than 0 (default {default})")
-    return value
-
-
 # =================================================================================================================
 # Settings: every variable we honour, validated once at configuration time.
 # =================================================================================================================

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -40,12 +39,10 @@ class Limits:
 
     @classmethod
     def from_env(cls) -> "Limits":
-        from ..config import positive_int_env
+        from ..config import load_settings  # validates: a bad value is a ConfigError naming the variable
 
-        return cls(
-            max_content_chars=positive_int_env("AG2_OTEL_MAX_CONTENT_CHARS", cls.max_content_chars),
-            max_messages=positive_int_env("AG2_OTEL_MAX_MESSAGES", cls.max_messages),
-        )
+        settings = load_settings()
+        return cls(max_content_chars=settings.max_content_chars, max_messages=settings.max_messages)
 
 
 class Telemetry:
@@ -81,7 +78,3 @@ class Telemetry:
             span.set_attributes(attributes)
         if self.content_on_events:
             span.add_event("gen_ai.content", attributes)
-
-
-def env_flag(name: str) -> str:
-    return os.environ.get(name, "").strip()
