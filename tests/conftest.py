@@ -10,6 +10,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 pytest_plugins = ["tests.servers", "tests.collector"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def offline_mlflow():
+    """MLflow's store prices spans from a model catalog it downloads from GitHub: there is no network here."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_MODEL_CATALOG_URI", "")
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def span_exporter():
     return InMemorySpanExporter()

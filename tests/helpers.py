@@ -6,6 +6,8 @@ from typing import Any, Iterable, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from ag2_otel import semconv as k
+
 
 def _span_id(span: ReadableSpan) -> int:
     return span.context.span_id
@@ -58,6 +60,21 @@ def parent_of(spans: Sequence[ReadableSpan], span: ReadableSpan) -> ReadableSpan
         if _span_id(candidate) == pid and candidate.context.trace_id == span.context.trace_id:
             return candidate
     return None
+
+
+def conversation_id(span: ReadableSpan) -> str | None:
+    """``gen_ai.conversation.id`` of a conversation span, after checking it against AG2. It is AG2's own
+    ``ChatResult.chat_id``, never one we invent: ag2 >= 0.10 gives every chat an id, so the attribute must be there;
+    ag2 0.9.x leaves ``chat_id`` None, so it must be absent. Compare the result with ``chat_id_of(result)``."""
+    from autogen import ChatResult
+
+    value = attrs(span).get(k.CONVERSATION_ID)
+    assert (value is not None) is (ChatResult().chat_id is not None), attrs(span)
+    return value
+
+
+def chat_id_of(chat_result: Any) -> str | None:
+    return None if chat_result.chat_id is None else str(chat_result.chat_id)
 
 
 def attrs(span: ReadableSpan) -> dict[str, Any]:

@@ -18,11 +18,17 @@ from .telemetry import Limits, Telemetry
 logger = logging.getLogger("ag2_otel")
 
 
+def _import(module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except Exception:  # noqa: BLE001 - optional AG2 extras (docker, jupyter) may fail to import in many ways
+        return None
+
+
 def _resolve(module_name: str, attribute: str) -> tuple[Any, str] | None:
     """(owner, name) for 'Class.method' or 'function' in module, or None if this AG2 version lacks it."""
-    try:
-        owner: Any = importlib.import_module(module_name)
-    except Exception:  # noqa: BLE001 - optional AG2 extras (docker, jupyter) may fail to import in many ways
+    owner: Any = _import(module_name)
+    if owner is None:
         return None
     *path, name = attribute.split(".")
     for part in path:
@@ -73,6 +79,8 @@ class Ag2Instrumentor(BaseInstrumentor):
         )
         self.telemetry = tel
         for target in TARGETS:
+            if target.unless_module is not None and _import(target.unless_module) is not None:
+                continue  # a fallback for older AG2 releases; this one reports the same thing itself
             resolved = _resolve(target.module, target.attribute)
             if resolved is None:
                 logger.debug("ag2-otel: %s.%s not in this AG2 version; skipped", target.module, target.attribute)

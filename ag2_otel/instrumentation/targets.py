@@ -2,7 +2,8 @@
 ``instrument()`` are traced alike; ``uninstrument()`` restores each original.
 
 A row whose module or attribute is missing in the installed AG2 version is skipped (logged at debug level): the
-table covers ag2 0.9.1 → 0.14.x, and newer names only exist in newer releases.
+table covers ag2 0.9.1 → 0.14.x, and newer names only exist in newer releases. A row with ``unless_module`` is a
+fallback for older releases: it is skipped when that module exists (AG2 reports the same thing there itself).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ CHATS = "autogen.agentchat.chat"
 CLIENT = "autogen.oai.client"
 EVENTS = "autogen.events.agent_events"
 TRANSITIONS = "autogen.agentchat.group.events.transition_events"
+GROUP_UTILS = "autogen.agentchat.group.group_utils"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Target:
     attribute: str  # "Class.method" or a module-level function
     wrapper: Callable[[Telemetry], Callable]  # factory: Telemetry -> wrapt wrapper
     what: str  # the span (or effect) it produces
+    unless_module: str | None = None  # skip this row when that module exists
 
 
 def _sync(plan):
@@ -71,9 +74,18 @@ TARGETS: tuple[Target, ...] = (
     # tools, handoffs, code, human input, speaker selection, termination
     Target(AGENT, "ConversableAgent.execute_function", _sync(w.plan_execute_function), "execute_tool {name}"),
     Target(AGENT, "ConversableAgent.a_execute_function", _async(w.plan_execute_function), "execute_tool {name}"),
-    *[Target(TRANSITIONS, f"{event}TransitionEvent.__init__", lambda tel, kind=event: w.handoff_event_wrapper(tel, kind),
+    *[Target(TRANSITIONS, f"{event}TransitionEvent.__init__",
+             lambda tel, kind=event: w.handoff_wrapper(tel, w.event_handoff(kind)),
              "execute_tool transfer_to_{target} with gen_ai.transfer.*")
       for event in ("OnConditionLLM", "ReplyResult", "OnContextCondition", "AfterWorks")],
+    # ag2 < 0.10 sends no transition events: the same handoffs, read where those versions resolve them (same spans,
+    # same parents); skipped where the events exist, so a handoff is never reported twice
+    Target(AGENT, "ConversableAgent.generate_tool_calls_reply", lambda tel: w.handoff_wrapper(tel, w.tool_handoffs),
+           "execute_tool transfer_to_{target}: ReplyResult / LLM OnCondition (ag2 < 0.10)", unless_module=TRANSITIONS),
+    Target(GROUP_UTILS, "_run_oncontextconditions", lambda tel: w.handoff_wrapper(tel, w.context_handoffs),
+           "execute_tool transfer_to_{target}: OnContextCondition (ag2 < 0.10)", unless_module=TRANSITIONS),
+    Target(GROUP_UTILS, "determine_next_agent", lambda tel: w.handoff_wrapper(tel, w.after_work_handoffs),
+           "execute_tool transfer_to_{target}: an agent's after-work (ag2 < 0.10)", unless_module=TRANSITIONS),
     Target(AGENT, "ConversableAgent.execute_code_blocks", _sync(w.plan_execute_code), "execute_tool execute_code"),
     Target("autogen.coding.local_commandline_code_executor", "LocalCommandLineCodeExecutor.execute_code_blocks",
            _sync(w.plan_execute_code), "execute_tool execute_code"),

@@ -444,23 +444,108 @@ def plan_execute_function(tel: Telemetry, agent, args, kwargs) -> Plan:
     )
 
 
-def handoff_event_wrapper(tel: Telemetry, kind: str) -> Wrapper:
-    """AG2's transition events (``*TransitionEvent.__init__``) mark every handoff in pattern group chats: LLM tool
-    handoffs, ReplyResult targets, context conditions and after-work. Each becomes a short ``execute_tool`` span
-    with ``gen_ai.transfer.*``, in the turn where the handoff happened."""
+# A handoff finder runs before AG2's call (AG2 clears some of what it reads) and returns None, or a function of the
+# call's result giving the handoffs it made: [(kind, source agent, transition target)].
+Handoffs = Callable[[Any], list[tuple[str, Any, Any]]]
 
-    def emit(args, kwargs):
-        source = _arg(args, kwargs, 0, "source_agent")
-        target = _arg(args, kwargs, 1, "transition_target")
-        tool, attrs = extract.handoff(kind, source, target)
-        tel.tracer.start_span(k.span_name(k.OP_TOOL, tool), attributes=attrs).end()
+
+def handoff_wrapper(tel: Telemetry, find: Callable[[Any, tuple, dict], Handoffs | None]) -> Wrapper:
+    """Every handoff in a pattern group chat (LLM tool handoffs, ReplyResult targets, context conditions, after-work)
+    becomes a short ``execute_tool transfer_to_{target}`` span with ``gen_ai.transfer.*``, in the turn or speaker
+    selection where AG2 made it."""
+
+    def emit(handoffs: Handoffs, result: Any) -> None:
+        for kind, source, target in handoffs(result):
+            tool, attrs = extract.handoff(kind, source, target)
+            tel.tracer.start_span(k.span_name(k.OP_TOOL, tool), attributes=attrs).end()
 
     def wrapper(wrapped, instance, args, kwargs):
+        handoffs = tel.safe(f"{find.__name__}: before", find, instance, args, kwargs)
         result = wrapped(*args, **kwargs)
-        tel.safe(f"{kind} handoff", emit, args, kwargs)
+        if handoffs is not None:
+            tel.safe(f"{find.__name__}: emit", emit, handoffs, result)
         return result
 
     return wrapper
+
+
+def event_handoff(kind: str) -> Callable[[Any, tuple, dict], Handoffs]:
+    """ag2 >= 0.10: ``{kind}TransitionEvent.__init__(source_agent, transition_target)`` marks each handoff."""
+
+    def find(_event, args, kwargs):
+        source, target = _arg(args, kwargs, 0, "source_agent"), _arg(args, kwargs, 1, "transition_target")
+        return lambda _result: [(kind, source, target)]
+
+    find.__name__ = f"{kind} handoff"
+    return find
+
+
+# ag2 < 0.10 has no transition events; the finders below read the same handoffs where those versions make them, with
+# 0.10's rules for which ones get an event.
+
+def tool_handoffs(executor, args, kwargs) -> Handoffs | None:
+    """``generate_tool_calls_reply([message])``, which the group's tool executor runs one tool call at a time: a
+    ReplyResult with a target, or an LLM OnCondition's transfer function returning its target."""
+    if not hasattr(executor, "has_next_target"):  # not the GroupToolExecutor: a plain tool call
+        return None
+    messages = _arg(args, kwargs, 0, "messages") or [{}]
+    message = messages[-1]
+    manager = getattr(executor, "_group_manager", None)
+    source = manager.groupchat.agent_by_name(message.get("name")) if manager and message.get("name") else None
+    if source is None:
+        return None
+
+    def handoffs(reply):
+        from autogen.agentchat.group import ReplyResult
+        from autogen.agentchat.group.targets.transition_target import TransitionTarget
+
+        called = {call.get("function", {}).get("name") for call in message.get("tool_calls", [])}
+        by_llm = any(c.llm_function_name in called for c in source.handoffs.llm_conditions)
+        found = []
+        for response in (reply[1] or {}).get("tool_responses", []):
+            content = response.get("content")
+            if isinstance(content, ReplyResult) and content.target is not None:
+                found.append(("ReplyResult", source, content.target))
+            elif isinstance(content, TransitionTarget) and by_llm:
+                found.append(("OnConditionLLM", source, content))
+        return found
+
+    return handoffs
+
+
+def context_handoffs(_module, args, kwargs) -> Handoffs:
+    """``_run_oncontextconditions(agent, ...)``, a reply function: ``(True, ...)`` when an OnContextCondition matched;
+    it parks the target on the group's tool executor for the next speaker selection."""
+    agent = _arg(args, kwargs, 0, "agent")
+
+    def handoffs(result):
+        if not (isinstance(result, tuple) and result and result[0] is True):
+            return []
+        executor = next(a for a in agent._group_manager.groupchat.agents if hasattr(a, "has_next_target"))
+        return [("OnContextCondition", agent, executor.get_next_target())]
+
+    return handoffs
+
+
+def after_work_handoffs(_module, args, kwargs) -> Handoffs | None:
+    """``determine_next_agent(last_speaker, groupchat, initial_agent, use_initial_agent, tool_executor,
+    group_agent_names, user_agent, group_after_work)`` falls back to the after-work target when no earlier rule
+    picks the next speaker (first turn, pending tool call, a tool executor target, back from a tool, the user spoke).
+    Like 0.10's AfterWorks event, only an agent's own after-work counts, not the group's."""
+    groupchat, executor = _arg(args, kwargs, 1, "groupchat"), _arg(args, kwargs, 4, "tool_executor")
+    user = _arg(args, kwargs, 6, "user_agent")
+    last = groupchat.messages[-1] if groupchat.messages else {}
+    if (_arg(args, kwargs, 3, "use_initial_agent") or "tool_calls" in last or executor.has_next_target()
+            or last.get("role") == "tool"):
+        return None
+    if user is not None and _arg(args, kwargs, 0, "last_speaker") is user:
+        source = user  # a user without an after-work hands back to the previous agent: no handoff (target None)
+    else:
+        from autogen.agentchat.group.group_utils import get_last_agent_speaker
+
+        source = get_last_agent_speaker(groupchat, _arg(args, kwargs, 5, "group_agent_names"), executor)
+    target = source.handoffs.after_work
+    return (lambda _result: [("AfterWorks", source, target)]) if target is not None else None
 
 
 def termination_event_wrapper(tel: Telemetry) -> Wrapper:

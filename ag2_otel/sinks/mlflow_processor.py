@@ -1,0 +1,227 @@
+"""``MlflowSpanProcessor``: an OTel span processor that turns each finished local trace into one MLflow trace.
+
+Add it to any ``TracerProvider``::
+
+    provider.add_span_processor(MlflowSpanProcessor())
+
+``on_start`` records which local root a span belongs to (a dict insert); ``on_end`` appends the finished span to that
+root's buffer. When a LOCAL root ends (a span whose parent is absent, remote, or not a span this processor saw start),
+the buffered tree is mapped (:func:`build_trace_record`) and replayed into MLflow on the thread that ended the root
+(so ``mlflow.get_last_active_trace_id()`` is our trace right after the conversation returns). MLflow stores it on its
+own background thread; by default we then wait (bounded by ``write_timeout``) until it is stored, so an immediate
+``mlflow.get_trace(...)`` cannot race the async write. Pass ``wait_for_write=False`` to return at once and call
+:meth:`MlflowSpanProcessor.flush` before reading instead.
+
+Never raises into the application: errors are counted, logged once (type only; details at DEBUG), and swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from ag2_otel.mapping.mlflow_trace import build_trace_record
+
+_logger = logging.getLogger(__name__)
+
+_DROPPED = -1  # owner of spans whose trace was refused (span ids are positive)
+_local = threading.local()  # .replaying: set while we replay into MLflow, so its spans never come back to us
+
+
+@dataclass
+class ProcessorStats:
+    traces_written: int = 0
+    incomplete_traces_written: int = 0
+    dropped_traces: int = 0  # refused because max_traces were buffered
+    dropped_spans: int = 0  # over max_spans_per_trace, or belonging to a dropped trace
+    late_spans: int = 0  # ended after their local root was written
+    write_errors: int = 0
+    write_timeouts: int = 0
+
+
+class _Buffer:
+    __slots__ = ("root", "spans", "dropped", "mlflow_parent", "trace_id")
+
+    def __init__(self, root: Span) -> None:
+        self.root = root  # the live root, kept so an unfinished trace can still be written at shutdown
+        self.spans: list[ReadableSpan] = []
+        self.dropped = 0
+        self.mlflow_parent: Any = None
+        self.trace_id = root.context.trace_id
+
+
+def _foreign(span: ReadableSpan) -> bool:
+    """MLflow's own spans (when MLflow shares the global provider) and our replay must not be buffered."""
+    if getattr(_local, "replaying", False):
+        return True
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name.startswith("mlflow")
+
+
+class MlflowSpanProcessor(SpanProcessor):
+    def __init__(
+        self,
+        *,
+        max_traces: int = 1000,
+        max_spans_per_trace: int = 10_000,
+        wait_for_write: bool = True,
+        write_timeout: float = 10.0,
+        nest_under_mlflow_span: bool = True,
+    ) -> None:
+        from ag2_otel.sinks import mlflow_writer  # imports mlflow (seconds): paid here, not at the first span
+
+        self._writer_module = mlflow_writer
+        self._writer = mlflow_writer.MlflowWriter()
+        self._max_traces = max(1, int(max_traces))
+        self._max_spans = max(0, int(max_spans_per_trace))
+        self._wait = wait_for_write
+        self._write_timeout = write_timeout
+        self._nest = nest_under_mlflow_span
+        self._lock = threading.Lock()
+        self._buffers: dict[int, _Buffer] = {}  # local root span id -> buffer
+        self._owner: dict[int, int] = {}  # OPEN span id -> local root span id (or _DROPPED)
+        self._open_root_by_trace: dict[int, int] = {}  # OTel trace id -> latest open local root span id
+        self._stats = ProcessorStats()
+        self._warned: set[str] = set()
+        self._shutdown = False
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return asdict(self._stats)
+
+    # --- SpanProcessor -------------------------------------------------------------------------------------------
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self._shutdown:
+            return
+        try:
+            if _foreign(span):
+                return
+            span_id, parent = span.context.span_id, span.parent
+            with self._lock:
+                owner = self._owner.get(parent.span_id) if parent is not None else None
+                if owner is None and parent is not None and not parent.is_remote:
+                    # Parent not open here: ended already (a late child) or another provider's span. Join our open
+                    # trace with the same trace id if there is one (it hangs under the root), else start a new one.
+                    owner = self._open_root_by_trace.get(span.context.trace_id)
+                if owner is not None:
+                    self._owner[span_id] = owner
+                    return
+                if len(self._buffers) >= self._max_traces:
+                    self._owner[span_id] = _DROPPED
+                    self._stats.dropped_traces += 1
+                    self._warn_once("traces", "max_traces=%d buffered traces reached; dropping new traces (counted "
+                                    "in stats)", self._max_traces)
+                    return
+                buffer = self._buffers[span_id] = _Buffer(span)
+                self._owner[span_id] = span_id
+                self._open_root_by_trace[buffer.trace_id] = span_id
+            if self._nest:
+                parent_hex = format(parent.span_id, "016x") if parent is not None else None
+                if parent is None or not parent.is_remote:
+                    buffer.mlflow_parent = self._writer_module.active_mlflow_parent(parent_hex)
+        except Exception as exc:  # noqa: BLE001 - never break the application
+            self._error_once("on_start", exc)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._shutdown:
+            return
+        try:
+            if _foreign(span):
+                return
+            span_id = span.context.span_id
+            with self._lock:
+                owner = self._owner.pop(span_id, None)
+                if owner is None or owner == _DROPPED:
+                    if owner == _DROPPED:
+                        self._stats.dropped_spans += 1
+                    return  # None: started before this processor was added
+                buffer = self._buffers.get(owner)
+                if buffer is None:
+                    self._stats.late_spans += 1
+                    return
+                if span_id != owner:
+                    if len(buffer.spans) < self._max_spans:
+                        buffer.spans.append(span)
+                    else:
+                        buffer.dropped += 1
+                        self._stats.dropped_spans += 1
+                        self._warn_once("spans", "max_spans_per_trace=%d reached; dropping spans (counted in stats "
+                                        "and tagged on the trace)", self._max_spans)
+                    return
+                del self._buffers[owner]
+                if self._open_root_by_trace.get(buffer.trace_id) == owner:
+                    del self._open_root_by_trace[buffer.trace_id]
+            self._export(buffer, span, complete=True)
+        except Exception as exc:  # noqa: BLE001
+            self._error_once("on_end", exc)
+
+    def shutdown(self) -> None:
+        """Write every trace whose root never ended (tagged ``ag2_otel.incomplete``), then wait for the writes."""
+        with self._lock:
+            if self._shutdown:
+                return
+            self._shutdown = True
+            pending = list(self._buffers.values())
+            self._buffers.clear()
+            self._owner.clear()
+            self._open_root_by_trace.clear()
+        for buffer in pending:
+            self._export(buffer, buffer.root, complete=False)
+        self.flush(self._write_timeout)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.flush(timeout_millis / 1000.0)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every trace written so far is in the MLflow store. False on timeout or error."""
+        try:
+            return self._writer.flush(timeout)
+        except Exception as exc:  # noqa: BLE001
+            self._error_once("flush", exc)
+            return False
+
+    # --- internals -----------------------------------------------------------------------------------------------
+    def _export(self, buffer: _Buffer, root: ReadableSpan, *, complete: bool) -> None:
+        try:
+            record = build_trace_record(
+                [*buffer.spans, root], root_span_id=root.context.span_id, complete=complete,
+                dropped_spans=buffer.dropped,
+            )
+            if record is None:
+                return
+            _local.replaying = True
+            try:
+                self._writer.write(record, parent=buffer.mlflow_parent)
+            finally:
+                _local.replaying = False
+            with self._lock:
+                self._stats.traces_written += 1
+                if not record.complete:
+                    self._stats.incomplete_traces_written += 1
+            # Nested under a user's MLflow span: MLflow writes when that span ends, nothing to wait for here.
+            if complete and self._wait and buffer.mlflow_parent is None and not self._writer.flush(self._write_timeout):
+                with self._lock:
+                    self._stats.write_timeouts += 1
+                self._warn_once("timeout", "MLflow did not store a trace within write_timeout=%ss; it is still "
+                                "queued (mlflow.get_trace may not find it yet)", self._write_timeout)
+        except Exception as exc:  # noqa: BLE001
+            with self._lock:
+                self._stats.write_errors += 1
+            self._error_once("write", exc)
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            _logger.warning("ag2_otel: " + message, *args)
+
+    def _error_once(self, where: str, exc: BaseException) -> None:
+        # Type only: messages from a store or HTTP client can carry URIs with credentials. Details at DEBUG.
+        self._warn_once("error:" + where, "MlflowSpanProcessor.%s failed (%s); further errors are only counted",
+                        where, type(exc).__name__)
+        _logger.debug("ag2_otel: MlflowSpanProcessor.%s failed", where, exc_info=True)

@@ -1,0 +1,147 @@
+"""The only module that writes to MLflow: replays a finished :class:`TraceRecord` through MLflow's public tracing API.
+
+Why a replay: ``mlflow.start_span_no_context`` takes an explicit parent and start time, and the public
+``MlflowClient.end_span`` an explicit end time, so a finished OTel tree can be rebuilt parent-first with its original
+timestamps. Everything after that is MLflow's own machinery: tracking URI and experiment resolution (local sqlite,
+a server, Databricks), trace-level token usage aggregated from ``mlflow.chat.tokenUsage``, ``get_last_active_trace_id``
+(set when the replayed root ends on this thread), and the store write, which MLflow does on its own background
+thread (``MLFLOW_ENABLE_ASYNC_TRACE_LOGGING``, on by default) after a batch span processor.
+
+Spans are ended with ``span.end(...)``, as ``start_span_no_context``'s public docstring instructs (its example calls
+``child_span.end()``), although ``LiveSpan.end`` itself carries ``:meta private:``. The public wrapper
+``MlflowClient().end_span`` calls exactly that, but constructing an ``MlflowClient`` builds the tracking store on the
+calling thread (4.6 s here for a new sqlite store: migrations), which must not land on the agent's thread.
+Not used: ``Span.from_otel_proto``, ``LiveSpan.from_immutable_span``, ``MlflowClient._log_trace`` (internal).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import mlflow
+from mlflow.entities import SpanEvent, SpanStatus, SpanStatusCode
+
+from ag2_otel.mapping.mlflow_trace import (
+    META_COST,
+    META_USAGE_BY_AGENT,
+    META_USAGE_BY_MODEL,
+    META_USAGE_TOTAL,
+    TraceRecord,
+    Usage,
+    usage_json,
+)
+
+_logger = logging.getLogger(__name__)
+
+_NESTED_MEMORY = 256  # MLflow traces (user spans) whose accumulated usage we remember, oldest forgotten first
+
+
+def active_mlflow_parent(otel_parent_span_id: str | None) -> Any | None:
+    """The user's active MLflow span to replay under, if it is our root's parent.
+
+    Called on the thread that starts our local root. Nest when the root's OTel parent IS the active MLflow span
+    (same OTel context: ``MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT=true`` or the global provider mode), or when the root
+    has no OTel parent at all while an MLflow span is active (MLflow's default isolated context hides its span from
+    OTel, yet ``with mlflow.start_span(): chat()`` clearly asks for one trace). Any other parent -> a separate trace.
+    """
+    span = mlflow.get_current_active_span()
+    if span is None:
+        return None
+    if otel_parent_span_id is None or span.span_id == otel_parent_span_id:
+        return span
+    return None
+
+
+class MlflowWriter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # MLflow trace id -> (total, by_agent, by_model) for traces we nested into: several conversations under one
+        # user span share one MLflow trace, and trace metadata is a dict that the last writer would overwrite.
+        self._nested: OrderedDict[str, tuple[Usage, dict[str, Usage], dict[str, Usage]]] = OrderedDict()
+
+    def write(self, record: TraceRecord, parent: Any | None = None) -> str | None:
+        """Replay ``record`` (under ``parent``, a live MLflow span, when given). Returns the MLflow trace id."""
+        if parent is None and mlflow.get_current_active_span() is not None:
+            # start_span_no_context(parent_span=None) still parents on MLflow's *current* span (it starts from the
+            # current context), so a trace meant to be separate would silently nest. Replay in an empty context.
+            return contextvars.Context().run(self._replay, record, None)
+        return self._replay(record, parent)
+
+    def _replay(self, record: TraceRecord, parent: Any | None) -> str | None:
+        tags, metadata = dict(record.tags), dict(record.metadata)
+        live: dict[str, Any] = {}
+        ended: set[str] = set()
+        try:
+            if parent is not None:
+                metadata.update(self._merge_nested(parent.trace_id, record))
+            for rec in record.spans:  # parent-first
+                top = rec.parent_id is None
+                live[rec.span_id] = mlflow.start_span_no_context(
+                    rec.name,
+                    span_type=rec.span_type,
+                    parent_span=parent if top else live[rec.parent_id],
+                    inputs=rec.inputs,
+                    attributes=rec.attributes,
+                    tags=tags if top else None,
+                    metadata=metadata if top else None,
+                    start_time_ns=rec.start_time_ns,
+                )
+            for rec in reversed(record.spans):  # children before parents: the root ends last
+                span = live[rec.span_id]
+                for event in rec.events:
+                    span.add_event(SpanEvent(event.name, event.timestamp_ns, event.attributes))
+                status = SpanStatus(SpanStatusCode.ERROR, rec.status_message) if rec.status == "ERROR" else "OK"
+                span.end(outputs=rec.outputs, status=status, end_time_ns=rec.end_time_ns)
+                ended.add(rec.span_id)
+            return live[record.root.span_id].trace_id
+        finally:
+            # A failure half way must not leave an open trace in MLflow's in-memory manager.
+            for span_id, span in reversed(list(live.items())):
+                if span_id not in ended:
+                    try:
+                        span.end(status="ERROR")
+                    except Exception:  # noqa: BLE001 - best effort cleanup, the caller logs the original error
+                        pass
+
+    def _merge_nested(self, mlflow_trace_id: str, record: TraceRecord) -> dict[str, str]:
+        with self._lock:
+            total, by_agent, by_model = self._nested.pop(mlflow_trace_id, None) or (Usage(), {}, {})
+            total.add(record.usage)
+            for mine, theirs in ((by_agent, record.usage_by_agent), (by_model, record.usage_by_model)):
+                for key, usage in theirs.items():
+                    mine.setdefault(key, Usage()).add(usage)
+            self._nested[mlflow_trace_id] = (total, by_agent, by_model)
+            while len(self._nested) > _NESTED_MEMORY:
+                self._nested.popitem(last=False)
+        merged = {
+            META_USAGE_TOTAL: json.dumps(total.to_dict(), sort_keys=True),
+            META_USAGE_BY_AGENT: usage_json(by_agent),
+            META_USAGE_BY_MODEL: usage_json(by_model),
+        }
+        if total.cost is not None:
+            merged[META_COST] = repr(total.cost)
+        return merged
+
+    @staticmethod
+    def flush(timeout: float | None = None) -> bool:
+        """Wait until MLflow's background writer has stored everything queued so far. False on timeout.
+
+        ``mlflow.flush_trace_async_logging`` has no timeout of its own, so it runs on a helper thread we join.
+        """
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                mlflow.flush_trace_async_logging()
+            except Exception:  # noqa: BLE001
+                _logger.warning("ag2_otel: flushing MLflow's trace writer failed", exc_info=True)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="ag2-otel-mlflow-flush", daemon=True).start()
+        return done.wait(timeout)
