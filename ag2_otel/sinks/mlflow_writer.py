@@ -7,10 +7,10 @@ a server, Databricks), trace-level token usage aggregated from ``mlflow.chat.tok
 (set when the replayed root ends on this thread), and the store write, which MLflow does on its own background
 thread (``MLFLOW_ENABLE_ASYNC_TRACE_LOGGING``, on by default) after a batch span processor.
 
-Spans are ended with ``span.end(...)``, as ``start_span_no_context``'s public docstring instructs (its example calls
-``child_span.end()``), although ``LiveSpan.end`` itself carries ``:meta private:``. The public wrapper
-``MlflowClient().end_span`` calls exactly that, but constructing an ``MlflowClient`` builds the tracking store on the
-calling thread (4.6 s here for a new sqlite store: migrations), which must not land on the agent's thread.
+Spans are ended with the public ``MlflowClient.end_span`` (``LiveSpan.end`` carries ``:meta private:``). Building an
+``MlflowClient`` builds the tracking store of the current URI, which MLflow's exporter needs for the same write anyway
+(stores are cached per URI), so it is built at the first write and kept: ``end_span`` itself only touches MLflow's
+in-memory trace manager, whatever the URI is later.
 Not used: ``Span.from_otel_proto``, ``LiveSpan.from_immutable_span``, ``MlflowClient._log_trace`` (internal).
 """
 
@@ -60,9 +60,15 @@ def active_mlflow_parent(otel_parent_span_id: str | None) -> Any | None:
 class MlflowWriter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._client: Any = None
         # MLflow trace id -> (total, by_agent, by_model) for traces we nested into: several conversations under one
         # user span share one MLflow trace, and trace metadata is a dict that the last writer would overwrite.
         self._nested: OrderedDict[str, tuple[Usage, dict[str, Usage], dict[str, Usage]]] = OrderedDict()
+
+    def _end_span(self, span: Any, **kwargs: Any) -> None:
+        if self._client is None:
+            self._client = mlflow.MlflowClient()
+        self._client.end_span(span.trace_id, span.span_id, **kwargs)
 
     def write(self, record: TraceRecord, parent: Any | None = None) -> str | None:
         """Replay ``record`` (under ``parent``, a live MLflow span, when given). Returns the MLflow trace id."""
@@ -96,7 +102,7 @@ class MlflowWriter:
                 for event in rec.events:
                     span.add_event(SpanEvent(event.name, event.timestamp_ns, event.attributes))
                 status = SpanStatus(SpanStatusCode.ERROR, rec.status_message) if rec.status == "ERROR" else "OK"
-                span.end(outputs=rec.outputs, status=status, end_time_ns=rec.end_time_ns)
+                self._end_span(span, outputs=rec.outputs, status=status, end_time_ns=rec.end_time_ns)
                 ended.add(rec.span_id)
             return live[record.root.span_id].trace_id
         finally:
@@ -104,7 +110,7 @@ class MlflowWriter:
             for span_id, span in reversed(list(live.items())):
                 if span_id not in ended:
                     try:
-                        span.end(status="ERROR")
+                        self._end_span(span, status="ERROR")
                     except Exception:  # noqa: BLE001 - best effort cleanup, the caller logs the original error
                         pass
 
