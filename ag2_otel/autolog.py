@@ -15,6 +15,7 @@ switches our processors off (an SDK provider cannot drop a processor, so ours st
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -61,6 +62,7 @@ class _State:
     otlp: _Switchable | None = None
     console: _Switchable | None = None
     created_provider = False
+    exit_hook = False
 
 
 def _sdk_provider() -> tuple[TracerProvider, bool]:
@@ -119,8 +121,12 @@ def autolog(
             if _State.mlflow is None:
                 from .sinks.mlflow_processor import MlflowSpanProcessor
 
-                _State.mlflow = _Switchable(MlflowSpanProcessor())
+                _State.mlflow = _Switchable(MlflowSpanProcessor(write_timeout=settings.exit_flush_timeout))
                 provider.add_span_processor(_State.mlflow)
+                if not _State.exit_hook:
+                    # a provider the user owns may never be shut down: unfinished traces must still reach MLflow
+                    atexit.register(_at_exit)
+                    _State.exit_hook = True
             _State.mlflow.enabled = True
         elif _State.mlflow is not None:
             _State.mlflow.enabled = False
@@ -179,6 +185,14 @@ def _disable_mlflow_ag2_autolog() -> None:
         logger.warning("ag2-otel: mlflow.ag2.autolog() was on; turned it off so each chat is traced once (by ag2-otel)")
     except Exception as exc:  # noqa: BLE001 - mlflow without the ag2 flavor, or a changed API: nothing to turn off
         logger.debug("ag2-otel: could not check mlflow.ag2 autolog: %s", exc)
+
+
+def _at_exit() -> None:
+    """Interpreter exit: write traces whose root never ended (marked incomplete), bounded by the write timeout."""
+    if _State.mlflow is not None and _State.mlflow.enabled:
+        _State.mlflow.inner.shutdown()
+    if _State.otlp is not None and _State.otlp.enabled:
+        _State.otlp.force_flush()
 
 
 def flush(timeout: float | None = 30.0) -> bool:

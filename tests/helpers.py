@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -62,19 +62,15 @@ def parent_of(spans: Sequence[ReadableSpan], span: ReadableSpan) -> ReadableSpan
     return None
 
 
-def conversation_id(span: ReadableSpan) -> str | None:
-    """``gen_ai.conversation.id`` of a conversation span, after checking it against AG2. It is AG2's own
-    ``ChatResult.chat_id``, never one we invent: ag2 >= 0.10 gives every chat an id, so the attribute must be there;
-    ag2 0.9.x leaves ``chat_id`` None, so it must be absent. Compare the result with ``chat_id_of(result)``."""
+def assert_conversation_id(attributes: Mapping[str, Any], chat_id: Any) -> None:
+    """``gen_ai.conversation.id`` is AG2's own ``ChatResult.chat_id``, never one we invent: ag2 >= 0.10 gives every chat
+    an id, and the attribute must equal it; ag2 0.9.x leaves ``chat_id`` None, and the attribute must be absent."""
     from autogen import ChatResult
 
-    value = attrs(span).get(k.CONVERSATION_ID)
-    assert (value is not None) is (ChatResult().chat_id is not None), attrs(span)
-    return value
-
-
-def chat_id_of(chat_result: Any) -> str | None:
-    return None if chat_result.chat_id is None else str(chat_result.chat_id)
+    if ChatResult().chat_id is not None:  # this AG2 gives every chat an id
+        assert attributes[k.CONVERSATION_ID] == str(chat_id)
+    else:
+        assert chat_id is None and k.CONVERSATION_ID not in attributes, dict(attributes)
 
 
 def attrs(span: ReadableSpan) -> dict[str, Any]:

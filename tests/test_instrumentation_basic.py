@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from ag2_otel import Ag2Instrumentor
 from ag2_otel import semconv as k
 from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
-from tests.helpers import chat_id_of, conversation_id, span_tree
+from tests.helpers import assert_conversation_id, span_tree
 
 SECRET_KEY = "sk-test-SECRET-0123456789"
 SECRET_PASSWORD = "hunter2-SECRET"
@@ -106,7 +106,7 @@ def test_two_agent_text_chat(instrument, span_exporter):
     assert root.attributes[k.OPERATION_NAME] == k.OP_WORKFLOW
     assert list(root.attributes[k.AG2_PARTICIPANTS]) == ["alice", "bob"]
     assert root.attributes[k.AG2_MAX_TURNS] == 2
-    assert conversation_id(root) == chat_id_of(result)
+    assert_conversation_id(root.attributes, result.chat_id)
     assert root.attributes[k.AG2_TERMINATION_REASON] == "Maximum turns (2) reached"
     turns = [s for s in spans if s.attributes.get(k.OPERATION_NAME) == k.OP_AGENT]
     assert [t.attributes[k.AG2_SENDER] for t in turns] == ["alice", "bob", "alice"]

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 
 from ag2_otel import semconv as k
 from ag2_otel.scripted import ScriptedClient, Step, scripted_llm_config
-from tests.helpers import attrs, chat_id_of, children, conversation_id, parent_of, span_tree
+from tests.helpers import assert_conversation_id, attrs, children, parent_of, span_tree
 
 N = 20  # chats per kind (threads, asyncio tasks)
 
@@ -95,7 +95,7 @@ def test_threads_and_tasks_get_one_trace_each(instrument, span_exporter):
         r = attrs(root)
         assert r[k.AG2_ENTRY_POINT] == entry
         assert r[k.AG2_PARTICIPANTS] == [f"user-{index}", f"asst-{index}"]
-        assert conversation_id(root) == chat_id_of(results[index])
+        assert_conversation_id(r, results[index].chat_id)
 
         for span in trace_spans:
             a = attrs(span)

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from ag2_otel import semconv as k
 from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
-from tests.helpers import attrs, by_name, chat_id_of, children, conversation_id, parent_of, span_tree
+from tests.helpers import assert_conversation_id, attrs, by_name, children, parent_of, span_tree
 
 CHAT = k.span_name(k.OP_CHAT, "scripted-model")
 
@@ -337,7 +337,7 @@ def test_pattern_group_chat_with_handoffs(instrument, span_exporter):
     assert r["ag2.pattern.type"] == "DefaultPattern"
     assert r["ag2.pattern.initial_agent"] == "triage"
     assert r["ag2.pattern.last_agent"] == "reviewer"
-    assert conversation_id(root) == chat_id_of(chat_result)
+    assert_conversation_id(r, chat_result.chat_id)
     assert r[k.AG2_TURNS] == len(chat_result.chat_history)
 
     (group,) = by_name(spans, workflow("group_chat"))
@@ -518,7 +518,8 @@ def _assert_sequential(spans, results):
     assert q[k.AG2_PARTICIPANTS] == ["user", "first", "second"]
     chats = children(spans, queue)
     assert [attrs(c)[k.AG2_PARTICIPANTS] for c in chats] == [["user", "first"], ["user", "second"]]
-    assert [conversation_id(c) for c in chats] == [chat_id_of(r) for r in results]
+    for chat, result in zip(chats, results, strict=True):
+        assert_conversation_id(attrs(chat), result.chat_id)
     assert [usage_of(s) for s in by_name(spans, CHAT)] == [(5, 1), (6, 2)]
 
 
