@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from typing import Annotated
 
 import pytest
-from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.trace import SpanKind, StatusCode

@@ -10,7 +10,6 @@ import asyncio
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from opentelemetry.trace import SpanKind
 
 from ag2_otel import semconv as k

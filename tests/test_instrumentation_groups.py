@@ -8,7 +8,6 @@ call time (``agentchat.initiate_group_chat``): instrumentation replaces the modu
 
 from __future__ import annotations
 
-import pytest
 from autogen.agentchat.group import ReplyResult  # module level: the tool's annotations are resolved in globals()
 from opentelemetry.trace import SpanKind, StatusCode
 

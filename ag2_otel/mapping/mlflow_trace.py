@@ -321,6 +321,18 @@ def usage_json(by_key: dict[str, Usage]) -> str:
 
 
 # --- the mapping -------------------------------------------------------------------------------------------------------
+def usage_metadata(total: Usage, by_agent: dict[str, Usage], by_model: dict[str, Usage]) -> dict[str, str]:
+    """Our trace metadata for token totals: the total, per agent, per model (JSON), and the cost when known."""
+    metadata = {
+        META_USAGE_TOTAL: json.dumps(total.to_dict(), sort_keys=True),
+        META_USAGE_BY_AGENT: usage_json(by_agent),
+        META_USAGE_BY_MODEL: usage_json(by_model),
+    }
+    if total.cost is not None:
+        metadata[META_COST] = repr(total.cost)
+    return metadata
+
+
 def _span_record(span: Any, parent_id: str | None) -> SpanRecord:
     attrs = dict(span.attributes or {})
     span_type = span_type_of(attrs)
@@ -473,13 +485,7 @@ def build_trace_record(
         tags[TAG_INCOMPLETE] = "true"
     if dropped_spans:
         tags[TAG_DROPPED_SPANS] = str(dropped_spans)
-    metadata = {
-        META_USAGE_TOTAL: json.dumps(total.to_dict(), sort_keys=True),
-        META_USAGE_BY_AGENT: usage_json(by_agent),
-        META_USAGE_BY_MODEL: usage_json(by_model),
-    }
-    if total.cost is not None:
-        metadata[META_COST] = repr(total.cost)
+    metadata = usage_metadata(total, by_agent, by_model)
     if session_id:
         metadata[MLFLOW_TRACE_SESSION] = session_id[:MAX_METADATA_CHARS]
     return TraceRecord(

@@ -17,7 +17,6 @@ Not used: ``Span.from_otel_proto``, ``LiveSpan.from_immutable_span``, ``MlflowCl
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -26,15 +25,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import SpanEvent, SpanStatus, SpanStatusCode
 
-from ag2_otel.mapping.mlflow_trace import (
-    META_COST,
-    META_USAGE_BY_AGENT,
-    META_USAGE_BY_MODEL,
-    META_USAGE_TOTAL,
-    TraceRecord,
-    Usage,
-    usage_json,
-)
+from ag2_otel.mapping.mlflow_trace import TraceRecord, Usage, usage_metadata
 
 _logger = logging.getLogger(__name__)
 
@@ -124,14 +115,7 @@ class MlflowWriter:
             self._nested[mlflow_trace_id] = (total, by_agent, by_model)
             while len(self._nested) > _NESTED_MEMORY:
                 self._nested.popitem(last=False)
-        merged = {
-            META_USAGE_TOTAL: json.dumps(total.to_dict(), sort_keys=True),
-            META_USAGE_BY_AGENT: usage_json(by_agent),
-            META_USAGE_BY_MODEL: usage_json(by_model),
-        }
-        if total.cost is not None:
-            merged[META_COST] = repr(total.cost)
-        return merged
+        return usage_metadata(total, by_agent, by_model)
 
     @staticmethod
     def flush(timeout: float | None = None) -> bool:
