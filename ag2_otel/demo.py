@@ -115,7 +115,8 @@ def run(out: TextIO = sys.stdout) -> int:
 
     import ag2_otel
 
-    logging.getLogger("autogen").setLevel(logging.WARNING)  # AG2 logs an INFO line per scripted client
+    for name in ("autogen", "autogen.oai.client"):  # AG2 logs an INFO line per scripted client it meets
+        logging.getLogger(name).setLevel(logging.WARNING)
     out.write("ag2-otel demo: AG2 on a scripted model (no API key), traced into MLflow\n")
     out.write(f"  tracking URI: {mlflow.get_tracking_uri()}\n")
     out.flush()
