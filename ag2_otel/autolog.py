@@ -147,6 +147,7 @@ def autolog(
         limits = Limits(max_content_chars=settings.max_content_chars, max_messages=settings.max_messages)
         instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider, capture_content=capture,
                                 limits=limits)
+        instrumentor.telemetry.conversation_hook = _mlflow_ag2_logger_started_later
 
 
 def _keep_mlflow_writing_to_its_store() -> None:
@@ -170,6 +171,15 @@ def _disable() -> None:
         if processor is not None:
             processor.force_flush()
             processor.enabled = False
+
+
+def _mlflow_ag2_logger_started_later() -> None:
+    """At each top-level conversation: mlflow.ag2.autolog() called after us would trace every chat a second time
+    (through AG2's runtime logger). Ours wins here too, said once."""
+    from autogen import runtime_logging
+
+    if runtime_logging.logging_enabled() and type(runtime_logging.autogen_logger).__name__ == "MlflowAg2Logger":
+        _disable_mlflow_ag2_autolog()
 
 
 def _disable_mlflow_ag2_autolog() -> None:

@@ -241,3 +241,23 @@ def test_seed_example_against_a_real_mlflow_server(mlflow_server, provider):
             "input_tokens"] == 480
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_mlflow_ag2_autolog_enabled_later_is_turned_off_too(store, provider, caplog):
+    """Enabled after ours, MLflow's patch sits outside ours: the first chat still gets MLflow's own (one-span) root
+    before we can turn it off, with a warning; every chat after that is traced once, by us."""
+    ag2_otel.autolog(tracer_provider=provider)
+    mlflow.ag2.autolog()
+    with caplog.at_level(logging.WARNING, logger="ag2_otel"):
+        user, assistant = make_calculator_agents(CALCULATOR_SCRIPT)
+        user.initiate_chat(assistant, message="compute", max_turns=10)
+    assert any("mlflow.ag2.autolog() was on" in r.getMessage() for r in caplog.records)
+    ag2_otel.flush()
+    first = {t.info.trace_id for t in _traces(store)}
+    user, assistant = make_calculator_agents(CALCULATOR_SCRIPT)
+    user.initiate_chat(assistant, message="compute", max_turns=10)
+    ag2_otel.flush()
+    new = [t for t in _traces(store) if t.info.trace_id not in first]
+    assert len(new) == 1
+    assert new[0].info.token_usage["total_tokens"] == 532
+    assert len(new[0].data.spans) == 12

@@ -61,6 +61,7 @@ class Telemetry:
         self.content_on_events = capture.on_events
         self.content = capture.enabled
         self.limits = limits or Limits()
+        self.conversation_hook: Callable[[], None] | None = None  # autolog's check, once per conversation start
 
     def safe(self, site: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run one of our attribute builders; on failure log once and carry on with nothing."""

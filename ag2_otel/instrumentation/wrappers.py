@@ -165,6 +165,8 @@ def plan_initiate_chat(tel: Telemetry, agent, args, kwargs) -> Plan | None:
         # are new conversations again, hence the reset (undone when the pattern's span closes).
         ABSORB_NEXT_CHAT.set(False)
         return None
+    if tel.conversation_hook is not None and CURRENT_WORKFLOW.get() is None:
+        tel.safe("conversation hook", tel.conversation_hook)
     recipient = _arg(args, kwargs, 0, "recipient")
     entry = ENTRY_POINT.get() or "initiate_chat"
     max_turns = _arg(args, kwargs, 4, "max_turns")
