@@ -15,6 +15,7 @@ def offline_mlflow():
     """MLflow's store prices spans from a model catalog it downloads from GitHub: there is no network here."""
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_MODEL_CATALOG_URI", "")
+    mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow's usage telemetry would try the internet too
     yield
     mp.undo()
 
