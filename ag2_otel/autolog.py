@@ -15,7 +15,6 @@ switches our processors off (an SDK provider cannot drop a processor, so ours st
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
@@ -29,6 +28,7 @@ from . import config
 from .config import ContentCapture, content_capture
 from .instrumentation import Ag2Instrumentor
 from .instrumentation.telemetry import Limits
+from .sinks.exit_hook import register_exit_flush
 
 logger = logging.getLogger("ag2_otel")
 
@@ -125,7 +125,7 @@ def autolog(
                 provider.add_span_processor(_State.mlflow)
                 if not _State.exit_hook:
                     # a provider the user owns may never be shut down: unfinished traces must still reach MLflow
-                    atexit.register(_at_exit)
+                    register_exit_flush(_at_exit)
                     _State.exit_hook = True
             _State.mlflow.enabled = True
         elif _State.mlflow is not None:

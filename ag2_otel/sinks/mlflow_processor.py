@@ -13,14 +13,20 @@ own background thread; by default we then wait (bounded by ``write_timeout``) un
 :meth:`MlflowSpanProcessor.flush` before reading instead.
 
 Never raises into the application: errors are counted, logged once (type only; details at DEBUG), and swallowed.
+
+:meth:`MlflowSpanProcessor.add_finished` is the same assembly for callers that only ever see FINISHED spans, in batches
+and possibly out of order (``MlflowSpanExporter``, behind the SDK's BatchSpanProcessor): with no ``on_start``, spans
+are buffered per OTel trace id, and a trace is written when its local root (no parent, or a remote one) arrives,
+with every buffered span of that trace id that descends from it; same caps, counters and shutdown guarantee.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -30,6 +36,7 @@ from ag2_otel.mapping.mlflow_trace import build_trace_record
 _logger = logging.getLogger(__name__)
 
 _DROPPED = -1  # owner of spans whose trace was refused (span ids are positive)
+_RECENT = 1024  # finished-span path: trace ids remembered after their trace was written or refused
 _local = threading.local()  # .replaying: set while we replay into MLflow, so its spans never come back to us
 
 
@@ -45,14 +52,24 @@ class ProcessorStats:
 
 
 class _Buffer:
-    __slots__ = ("root", "spans", "dropped", "mlflow_parent", "trace_id")
+    __slots__ = ("root", "spans", "dropped", "mlflow_parent", "trace_id", "links")
 
-    def __init__(self, root: Span) -> None:
+    def __init__(self, root: Span | None, trace_id: int | None = None) -> None:
         self.root = root  # the live root, kept so an unfinished trace can still be written at shutdown
         self.spans: list[ReadableSpan] = []
         self.dropped = 0
         self.mlflow_parent: Any = None
-        self.trace_id = root.context.trace_id
+        self.trace_id = root.context.trace_id if root is not None else trace_id
+        # finished-span path only: span id -> parent span id of every span seen, kept (ints) or dropped over the cap
+        self.links: dict[int, int | None] = {}
+
+
+def _parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def _is_local_root(span: ReadableSpan) -> bool:
+    return span.parent is None or span.parent.is_remote
 
 
 def _foreign(span: ReadableSpan) -> bool:
@@ -86,6 +103,10 @@ class MlflowSpanProcessor(SpanProcessor):
         self._buffers: dict[int, _Buffer] = {}  # local root span id -> buffer
         self._owner: dict[int, int] = {}  # OPEN span id -> local root span id (or _DROPPED)
         self._open_root_by_trace: dict[int, int] = {}  # OTel trace id -> latest open local root span id
+        # finished-span path (add_finished): OTel trace id -> spans waiting for their local root
+        self._finished: dict[int, _Buffer] = {}
+        self._written: OrderedDict[int, set[int]] = OrderedDict()  # trace id -> span ids already written
+        self._refused: OrderedDict[int, None] = OrderedDict()  # trace ids refused at max_traces
         self._stats = ProcessorStats()
         self._warned: set[str] = set()
         self._shutdown = False
@@ -161,14 +182,123 @@ class MlflowSpanProcessor(SpanProcessor):
         except Exception as exc:  # noqa: BLE001
             self._error_once("on_end", exc)
 
+    def add_finished(self, spans: Iterable[ReadableSpan]) -> None:
+        """Assemble FINISHED spans seen without ``on_start`` (an exporter's batches) into MLflow traces.
+
+        Spans are buffered per OTel trace id. When a local root arrives (after the rest of its batch is buffered, so
+        order inside a batch does not matter), the buffered spans of its trace id whose parent chain reaches it are
+        written with it as one trace; spans of the same trace id under another local root stay for that root. A span
+        whose chain ends at a span already written is late (counted, dropped, as in ``on_end``); spans whose root
+        never arrives are written at :meth:`shutdown`, tagged incomplete. Not combined with ``on_start``/``on_end``
+        on the same instance.
+        """
+        if self._shutdown:
+            return
+        try:
+            ready: list[tuple[_Buffer, ReadableSpan]] = []
+            with self._lock:
+                roots = []
+                for span in spans:
+                    if _foreign(span):
+                        continue
+                    if _is_local_root(span):
+                        roots.append(span)
+                    else:
+                        self._buffer_finished(span)
+                for root in roots:
+                    buffer = self._claim(root)
+                    if buffer is not None:
+                        ready.append((buffer, root))
+            for buffer, root in ready:
+                self._export(buffer, root, complete=True)
+        except Exception as exc:  # noqa: BLE001
+            self._error_once("add_finished", exc)
+
+    def _buffer_finished(self, span: ReadableSpan) -> None:
+        """Under the lock: one finished non-root span into its trace id's buffer (or counted as late / dropped)."""
+        trace_id, span_id, parent = span.context.trace_id, span.context.span_id, _parent_id(span)
+        written = self._written.get(trace_id)
+        if written is not None and parent in written:
+            written.add(span_id)  # its own late children are late too
+            self._stats.late_spans += 1
+            return
+        buffer = self._finished.get(trace_id)
+        if buffer is None:
+            if trace_id in self._refused:
+                self._stats.dropped_spans += 1
+                return
+            if len(self._finished) >= self._max_traces:
+                self._remember(self._refused, trace_id, None)
+                self._stats.dropped_traces += 1
+                self._stats.dropped_spans += 1
+                self._warn_once("traces", "max_traces=%d buffered traces reached; dropping new traces (counted "
+                                "in stats)", self._max_traces)
+                return
+            buffer = self._finished[trace_id] = _Buffer(None, trace_id)
+        buffer.links[span_id] = parent
+        if len(buffer.spans) < self._max_spans:
+            buffer.spans.append(span)
+        else:
+            buffer.dropped += 1
+            self._stats.dropped_spans += 1
+            self._warn_once("spans", "max_spans_per_trace=%d reached; dropping spans (counted in stats and tagged "
+                            "on the trace)", self._max_spans)
+
+    def _claim(self, root: ReadableSpan) -> _Buffer | None:
+        """Under the lock: the buffered spans that descend from ``root`` (a finished local root), as one buffer."""
+        trace_id, root_id = root.context.trace_id, root.context.span_id
+        if trace_id in self._refused and trace_id not in self._finished:
+            self._stats.dropped_spans += 1
+            return None
+        claimed = _Buffer(None, trace_id)
+        pending = self._finished.get(trace_id)
+        if pending is not None:
+            ours: dict[int, bool] = {root_id: True}
+
+            def descends(span_id: int | None) -> bool:
+                chain = []
+                while span_id is not None and span_id not in ours and span_id in pending.links:
+                    chain.append(span_id)
+                    span_id = pending.links[span_id]
+                    if len(chain) > len(pending.links):  # a cycle: not ours
+                        span_id = None
+                verdict = ours.get(span_id, False) if span_id is not None else False
+                for hop in chain:
+                    ours[hop] = verdict
+                return verdict
+
+            claimed.spans = [s for s in pending.spans if descends(s.context.span_id)]
+            mine = {span_id for span_id in pending.links if descends(span_id)}
+            dropped_here = len(mine) - len(claimed.spans)
+            claimed.dropped, pending.dropped = dropped_here, pending.dropped - dropped_here
+            pending.spans = [s for s in pending.spans if s.context.span_id not in mine]
+            pending.links = {k: v for k, v in pending.links.items() if k not in mine}
+            if not pending.links:
+                del self._finished[trace_id]
+            written = mine | {root_id}
+        else:
+            written = {root_id}
+        self._remember(self._written, trace_id, written)
+        return claimed
+
+    @staticmethod
+    def _remember(recent: OrderedDict, key: int, value: Any) -> None:
+        if key in recent and isinstance(value, set):
+            value |= recent[key]
+        recent[key] = value
+        recent.move_to_end(key)
+        while len(recent) > _RECENT:
+            recent.popitem(last=False)
+
     def shutdown(self) -> None:
         """Write every trace whose root never ended (tagged ``ag2_otel.incomplete``), then wait for the writes."""
         with self._lock:
             if self._shutdown:
                 return
             self._shutdown = True
-            pending = list(self._buffers.values())
+            pending = [*self._buffers.values(), *self._finished.values()]
             self._buffers.clear()
+            self._finished.clear()
             self._owner.clear()
             self._open_root_by_trace.clear()
         for buffer in pending:
@@ -189,8 +319,10 @@ class MlflowSpanProcessor(SpanProcessor):
     # --- internals -----------------------------------------------------------------------------------------------
     def _export(self, buffer: _Buffer, root: ReadableSpan, *, complete: bool) -> None:
         try:
+            # root None: spans of the finished-span path whose local root never arrived (the mapping picks the top)
             record = build_trace_record(
-                [*buffer.spans, root], root_span_id=root.context.span_id, complete=complete,
+                [*buffer.spans, root] if root is not None else buffer.spans,
+                root_span_id=root.context.span_id if root is not None else None, complete=complete,
                 dropped_spans=buffer.dropped,
             )
             if record is None:
