@@ -90,7 +90,7 @@ class EnvVar(NamedTuple):
     name: str
     meaning: str
     default: str
-    standard: bool  # True: an OpenTelemetry standard name; False: ours (AG2_OTEL_*)
+    standard: bool  # True: an OpenTelemetry or MLflow standard name; False: ours (AG2_OTEL_*)
 
 
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
@@ -138,6 +138,16 @@ ENV_VARS: tuple[EnvVar, ...] = (
            True),
     EnvVar(CAPTURE_CONTENT_ENV, "record message content: `NO_CONTENT`, `SPAN_ONLY`, `EVENT_ONLY`, `SPAN_AND_EVENT` "
            "(or `true`/`false`)", "instrumentor default", True),
+    EnvVar("MLFLOW_TRACKING_URI", "where the MLflow sink writes, resolved by MLflow itself: `sqlite:///path`, "
+           "`http(s)://server`, `databricks`, `databricks://PROFILE`", "`sqlite:///mlflow.db` (MLflow 3.17)", True),
+    EnvVar("MLFLOW_EXPERIMENT_NAME", "the experiment traces go to (or `mlflow.set_experiment`), e.g. "
+           "`/Shared/ag2` on Databricks", "Default", True),
+    EnvVar("MLFLOW_EXPERIMENT_ID", "the same, by id", "unset", True),
+    EnvVar("DATABRICKS_HOST", "workspace URL when the tracking URI is `databricks`", "unset", True),
+    EnvVar("DATABRICKS_TOKEN", "workspace token (sent only as `Authorization: Bearer`; never logged or recorded)",
+           "unset", True),
+    EnvVar("MLFLOW_ENABLE_OTLP_EXPORTER", "MLflow's switch for sending its own spans over OTLP instead of to its "
+           "store; set to `false` by ag2-otel when an OTLP endpoint is set and you did not choose", "true", True),
     EnvVar("AG2_OTEL_MLFLOW", "`true`/`false`: the MLflow sink on or off (explicit value beats "
            "OTEL_TRACES_EXPORTER)", "true", False),
     EnvVar("AG2_OTEL_MAX_CONTENT_CHARS", "cap, in characters, for one recorded content string (positive int)",
@@ -150,7 +160,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
 
 
 def describe_settings_table() -> str:
-    """The Markdown table of :data:`ENV_VARS` (docs/configuration.md holds a copy; a test keeps them equal)."""
+    """The Markdown table of :data:`ENV_VARS` (README.md holds a copy; a test keeps them equal)."""
     rows = ["| Variable | Meaning | Default |", "|---|---|---|"]
     for var in ENV_VARS:
         rows.append(f"| `{var.name}` | {var.meaning} | {var.default} |")
@@ -481,5 +491,5 @@ def build_otlp_span_exporter(settings: Settings):
     return OTLPSpanExporter()
 
 
-if __name__ == "__main__":  # python -m ag2_otel.config  -> the table for docs/configuration.md
+if __name__ == "__main__":  # python -m ag2_otel.config  -> the table for README.md
     print(describe_settings_table(), end="")
