@@ -93,3 +93,49 @@ def test_collector_down_exits_promptly_and_mlflow_still_gets_the_trace(protocol,
     traces = store_traces(tmp_path)
     assert len(traces) == 1
     assert_sqlite_trace(traces[0])
+
+
+USER_PROVIDER_APP = textwrap.dedent("""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    mine = TracerProvider()
+    exporter = InMemorySpanExporter()
+    mine.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(mine)
+
+    import ag2_otel
+
+    ag2_otel.autolog()
+    ag2_otel.autolog()  # twice: still one set of processors
+    assert trace.get_tracer_provider() is mine, "autolog replaced the user's provider"
+""") + textwrap.dedent(CHAT) + textwrap.dedent("""
+    print("USER_EXPORTER_SPANS", len(exporter.get_finished_spans()))
+""")
+
+
+def test_a_global_provider_the_user_set_is_kept_and_gets_our_spans(tmp_path):
+    (tmp_path / "app.py").write_text(USER_PROVIDER_APP)
+    run = run_app([sys.executable, "app.py"], clean_env(tmp_path), tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert f"USER_EXPORTER_SPANS {SPANS}" in run.stdout
+    traces = store_traces(tmp_path)
+    assert len(traces) == 1
+    assert_sqlite_trace(traces[0])
+
+
+def test_bad_value_fails_at_configuration_time_naming_the_variable(tmp_path):
+    (tmp_path / "app.py").write_text("import ag2_otel\nag2_otel.autolog()\n")
+    run = run_app([sys.executable, "app.py"], clean_env(tmp_path, OTEL_TRACES_SAMPLER_ARG="lots"), tmp_path)
+    assert run.returncode != 0
+    assert "ConfigError" in run.stderr and "OTEL_TRACES_SAMPLER_ARG='lots'" in run.stderr
+
+
+def test_sdk_disabled_means_nothing_is_traced(tmp_path):
+    (tmp_path / "app.py").write_text(APP)
+    run = run_app([sys.executable, "app.py"], clean_env(tmp_path, OTEL_SDK_DISABLED="true"), tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "CHAT_DONE" in run.stdout
+    assert store_traces(tmp_path) == []
