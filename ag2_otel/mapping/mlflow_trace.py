@@ -108,7 +108,7 @@ class Usage:
         if self.reasoning_output_tokens is not None:
             out["reasoning_output_tokens"] = self.reasoning_output_tokens
         if self.cost is not None:
-            out["cost"] = self.cost
+            out["cost"] = round(self.cost, 12)  # a sum of float prices: drop the binary noise (0.000584, not …9999)
         return out
 
 
