@@ -287,13 +287,9 @@ def _assert_our_usage_api(trace_id: str) -> None:
     assert usage["by_model"]["scripted-model"]["calls"] == 3
 
 
-def test_env_credentials_databricks_uri(workspace, provider, monkeypatch, debug_logs):
-    token = _token()
-    monkeypatch.setenv("DATABRICKS_HOST", workspace.url)
-    monkeypatch.setenv("DATABRICKS_TOKEN", token)
-
-    experiment_id, elapsed = _run_chat("databricks", provider)
-
+def _assert_contract(tracking_uri, workspace, provider, token, debug_logs):
+    """The calculator chat through autolog to the stub workspace: the whole contract, as each test's tail."""
+    experiment_id, elapsed = _run_chat(tracking_uri, provider)
     trace_id = _assert_trace_arrived(workspace, experiment_id, provider)
     _assert_calls(workspace, EXPECTED_CALLS)
     _read_back(trace_id)
@@ -301,6 +297,14 @@ def test_env_credentials_databricks_uri(workspace, provider, monkeypatch, debug_
     _assert_our_usage_api(trace_id)
     _assert_token_only_in_bearer_headers(workspace, token, debug_logs, provider)
     assert elapsed < 60
+
+
+def test_env_credentials_databricks_uri(workspace, provider, monkeypatch, debug_logs):
+    token = _token()
+    monkeypatch.setenv("DATABRICKS_HOST", workspace.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", token)
+
+    _assert_contract("databricks", workspace, provider, token, debug_logs)
 
 
 def test_profile_databricks_uri(workspace, provider, monkeypatch, tmp_path, debug_logs):
@@ -310,12 +314,4 @@ def test_profile_databricks_uri(workspace, provider, monkeypatch, tmp_path, debu
                       f"[ag2otel]\nhost = {workspace.url}\ntoken = {token}\n")
     monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(config))
 
-    experiment_id, elapsed = _run_chat("databricks://ag2otel", provider)
-
-    trace_id = _assert_trace_arrived(workspace, experiment_id, provider)
-    _assert_calls(workspace, EXPECTED_CALLS)
-    _read_back(trace_id)
-    _assert_calls(workspace, EXPECTED_CALLS + READ_BACK_CALLS)
-    _assert_our_usage_api(trace_id)
-    _assert_token_only_in_bearer_headers(workspace, token, debug_logs, provider)
-    assert elapsed < 60
+    _assert_contract("databricks://ag2otel", workspace, provider, token, debug_logs)

@@ -167,13 +167,7 @@ class MlflowSpanProcessor(SpanProcessor):
                     self._stats.late_spans += 1
                     return
                 if span_id != owner:
-                    if len(buffer.spans) < self._max_spans:
-                        buffer.spans.append(span)
-                    else:
-                        buffer.dropped += 1
-                        self._stats.dropped_spans += 1
-                        self._warn_once("spans", "max_spans_per_trace=%d reached; dropping spans (counted in stats "
-                                        "and tagged on the trace)", self._max_spans)
+                    self._append(buffer, span)
                     return
                 del self._buffers[owner]
                 if self._open_root_by_trace.get(buffer.trace_id) == owner:
@@ -236,13 +230,17 @@ class MlflowSpanProcessor(SpanProcessor):
                 return
             buffer = self._finished[trace_id] = _Buffer(None, trace_id)
         buffer.links[span_id] = parent
+        self._append(buffer, span)
+
+    def _append(self, buffer: _Buffer, span: ReadableSpan) -> None:
+        """Under the lock: buffer a finished span, or count it as dropped past ``max_spans_per_trace``."""
         if len(buffer.spans) < self._max_spans:
             buffer.spans.append(span)
-        else:
-            buffer.dropped += 1
-            self._stats.dropped_spans += 1
-            self._warn_once("spans", "max_spans_per_trace=%d reached; dropping spans (counted in stats and tagged "
-                            "on the trace)", self._max_spans)
+            return
+        buffer.dropped += 1
+        self._stats.dropped_spans += 1
+        self._warn_once("spans", "max_spans_per_trace=%d reached; dropping spans (counted in stats and tagged on "
+                        "the trace)", self._max_spans)
 
     def _claim(self, root: ReadableSpan) -> _Buffer | None:
         """Under the lock: the buffered spans that descend from ``root`` (a finished local root), as one buffer."""
