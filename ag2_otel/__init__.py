@@ -1,6 +1,6 @@
 """ag2-otel: OpenTelemetry GenAI tracing for AG2 (classic ``autogen``), with MLflow traces and exact token totals."""
 
-from .autolog import autolog, flush
+from .autolog import autolog, flush, mlflow_processor
 from .config import ConfigError
 from .instrumentation import Ag2Instrumentor
 from .version import __version__
@@ -23,4 +23,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["Ag2Instrumentor", "ConfigError", "MlflowSpanProcessor", "__version__", "autolog", "flush",
-           "get_token_usage"]
+           "get_token_usage", "mlflow_processor"]
