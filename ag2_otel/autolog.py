@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
@@ -184,6 +185,8 @@ def _mlflow_ag2_logger_started_later() -> None:
 
 def _disable_mlflow_ag2_autolog() -> None:
     """MLflow's own AG2 autolog would write a second, different trace of every chat: ours wins, said once."""
+    if "mlflow" not in sys.modules:
+        return  # nobody turned it on, and importing MLflow just to check costs seconds
     try:
         from mlflow.utils.autologging_utils import autologging_is_disabled  # public module, stable since MLflow 2
 

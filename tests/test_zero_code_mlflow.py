@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from ag2_otel.mapping import mlflow_trace as m
-from tests.collector import wait_until
 from tests.test_otlp_collector import fetch_trace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,26 +163,25 @@ def test_opentelemetry_instrument_otlp_and_mlflow(tmp_path, rotel_collector, mlf
 
 @needs_zero_code[0]
 @needs_zero_code[1]
-def test_mlflow_otlp_diversion_when_user_enables_it(tmp_path, rotel_collector, mlflow_server):
-    """MLFLOW_ENABLE_OTLP_EXPORTER=true, chosen explicitly, is respected: MLflow then exports the replayed trace over
-    OTLP (to the collector) INSTEAD of the store. Without the exporter's default (false) this is what every
-    ``otlp,mlflow`` user would get: an empty store and the trace twice in the collector backend."""
+def test_mlflow_otlp_switch_does_not_divert_our_store_writes(tmp_path, rotel_collector, mlflow_server):
+    """MLFLOW_ENABLE_OTLP_EXPORTER=true, chosen explicitly, governs MLflow's OWN tracer. The sink writes the store
+    from its writer process, not through that tracer, so the trace is still in the store, and the collector backend
+    gets exactly one copy (the SDK's OTLP export), not a second one made by MLflow."""
     (tmp_path / "app.py").write_text(APP)
     env = clean_env(tmp_path, OTEL_TRACES_EXPORTER="otlp,mlflow", MLFLOW_ENABLE_OTLP_EXPORTER="true",
                     OTEL_EXPORTER_OTLP_ENDPOINT=rotel_collector.grpc_endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
 
     run = run_app([str(OTEL_INSTRUMENT), sys.executable, "app.py"], env, tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert store_traces(tmp_path) == []
+    traces = store_traces(tmp_path)
+    assert len(traces) == 1
+    otel_trace_id = assert_sqlite_trace(traces[0])
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server)
-    # two copies of the chat reach the server: the SDK's OTLP export, and MLflow's export of our replay
-    two = wait_until(lambda: (lambda ts: ts if len(ts) >= 2 else None)(
-        client.search_traces(locations=[rotel_collector.experiment_id])), 90.0, "two traces in the experiment",
-        poll_s=0.25)
-    assert len(two) == 2
+    fetch_trace(mlflow_server, rotel_collector.experiment_id, otel_trace_id, expected_spans=SPANS)
+    server_traces = MlflowClient(tracking_uri=mlflow_server).search_traces(locations=[rotel_collector.experiment_id])
+    assert len(server_traces) == 1
 
 
 # --- MlflowSpanExporter in process: what a BatchSpanProcessor may hand it -----------------------------------------

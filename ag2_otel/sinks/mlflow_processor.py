@@ -22,8 +22,12 @@ with every buffered span of that trace id that descends from it; same caps, coun
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+import sys
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
@@ -32,6 +36,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ag2_otel.mapping.mlflow_trace import build_trace_record
+from ag2_otel.mapping.mlflow_wire import mlflow_trace_id
 
 _logger = logging.getLogger(__name__)
 
@@ -86,14 +91,34 @@ class MlflowSpanProcessor(SpanProcessor):
         *,
         max_traces: int = 1000,
         max_spans_per_trace: int = 10_000,
-        wait_for_write: bool = True,
+        wait_for_write: bool = False,
         write_timeout: float = 10.0,
         nest_under_mlflow_span: bool = True,
+        writer: str = "process",
+        retry_timeout: float = 60.0,
     ) -> None:
-        from ag2_otel.sinks import mlflow_writer  # imports mlflow (seconds): paid here, not at the first span
+        if writer not in ("process", "inline"):
+            raise ValueError(f"writer must be 'process' or 'inline', not {writer!r}")
+        self._inline_writer: Any = None  # built (importing mlflow, seconds) only when a trace is written in-process
+        if writer == "inline":
+            self._writer  # noqa: B018 - pay the import here, not at the first trace
+        self._store = None  # the store writer process (writer="process"), see writer_client.py
+        if writer == "process":
+            from ag2_otel.sinks import read_barrier
+            from ag2_otel.sinks.writer_client import shared_client
 
-        self._writer_module = mlflow_writer
-        self._writer = mlflow_writer.MlflowWriter()
+            self._store = shared_client(max_queued=max_traces)
+            self._store.read_timeout = write_timeout
+            read_barrier.register(self._store)
+            destination = _process_destination()
+            # Not a sqlite file that does not exist yet: creating its schema here while the application creates it
+            # too (its first mlflow call) fails one of them. The first write creates it, behind the read barrier.
+            if destination is not None and not (destination[0].startswith("sqlite:///")
+                                                and not os.path.exists(destination[0][len("sqlite:///"):])):
+                self._store.warm(destination)
+            self._read_barrier = read_barrier
+        self._retry_timeout = float(retry_timeout)
+        self._extra_metadata: dict[str, str] | None = None
         self._max_traces = max(1, int(max_traces))
         self._max_spans = max(0, int(max_spans_per_trace))
         self._wait = wait_for_write
@@ -112,9 +137,22 @@ class MlflowSpanProcessor(SpanProcessor):
         self._shutdown = False
 
     @property
+    def _writer(self) -> Any:
+        if self._inline_writer is None:
+            from ag2_otel.sinks.mlflow_writer import MlflowWriter
+
+            self._inline_writer = MlflowWriter()
+        return self._inline_writer
+
+    @property
     def stats(self) -> dict[str, int]:
+        """Counters: see ProcessorStats; with the writer process also traces_stored / traces_failed /
+        traces_dropped (its queue was full) / restarts."""
         with self._lock:
-            return asdict(self._stats)
+            stats = asdict(self._stats)
+        if self._store is not None:
+            stats.update(self._store.stats)
+        return stats
 
     # --- SpanProcessor -------------------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -142,10 +180,13 @@ class MlflowSpanProcessor(SpanProcessor):
                 buffer = self._buffers[span_id] = _Buffer(span)
                 self._owner[span_id] = span_id
                 self._open_root_by_trace[buffer.trace_id] = span_id
-            if self._nest:
+            # No MLflow imported: no MLflow span can be active, and MLflow's import is not ours to pay.
+            if self._nest and "mlflow" in sys.modules:
+                from ag2_otel.sinks import mlflow_writer
+
                 parent_hex = format(parent.span_id, "016x") if parent is not None else None
                 if parent is None or not parent.is_remote:
-                    buffer.mlflow_parent = self._writer_module.active_mlflow_parent(parent_hex)
+                    buffer.mlflow_parent = mlflow_writer.active_mlflow_parent(parent_hex)
         except Exception as exc:  # noqa: BLE001 - never break the application
             self._error_once("on_start", exc)
 
@@ -172,7 +213,7 @@ class MlflowSpanProcessor(SpanProcessor):
                 del self._buffers[owner]
                 if self._open_root_by_trace.get(buffer.trace_id) == owner:
                     del self._open_root_by_trace[buffer.trace_id]
-            self._export(buffer, span, complete=True)
+            self._export(buffer, span, complete=True, on_root_thread=True)
         except Exception as exc:  # noqa: BLE001
             self._error_once("on_end", exc)
 
@@ -300,8 +341,8 @@ class MlflowSpanProcessor(SpanProcessor):
             self._owner.clear()
             self._open_root_by_trace.clear()
         for buffer in pending:
-            self._export(buffer, buffer.root, complete=False)
-        self.flush(self._write_timeout)
+            self._export(buffer, buffer.root, complete=False, on_root_thread=True)
+        self.flush(self._write_timeout)  # the shared writer process stays for other processors; it exits with us
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.flush(timeout_millis / 1000.0)
@@ -309,41 +350,82 @@ class MlflowSpanProcessor(SpanProcessor):
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every trace written so far is in the MLflow store. False on timeout or error."""
         try:
-            return self._writer.flush(timeout)
+            done = True
+            if self._store is not None:
+                done = self._store.flush(timeout)
+            if self._inline_writer is not None:
+                done = self._inline_writer.flush(timeout) and done
+            return done
         except Exception as exc:  # noqa: BLE001
             self._error_once("flush", exc)
             return False
 
     # --- internals -----------------------------------------------------------------------------------------------
-    def _export(self, buffer: _Buffer, root: ReadableSpan, *, complete: bool) -> None:
+    def _export(self, buffer: _Buffer, root: ReadableSpan | None, *, complete: bool,
+                on_root_thread: bool = False) -> None:
         try:
-            # root None: spans of the finished-span path whose local root never arrived (the mapping picks the top)
-            record = build_trace_record(
-                [*buffer.spans, root] if root is not None else buffer.spans,
-                root_span_id=root.context.span_id if root is not None else None, complete=complete,
-                dropped_spans=buffer.dropped,
-            )
-            if record is None:
+            spans = [*buffer.spans, root] if root is not None else buffer.spans
+            if not spans:
                 return
-            _local.replaying = True
-            try:
-                self._writer.write(record, parent=buffer.mlflow_parent)
-            finally:
-                _local.replaying = False
-            with self._lock:
-                self._stats.traces_written += 1
-                if not record.complete:
-                    self._stats.incomplete_traces_written += 1
-            # Nested under a user's MLflow span: MLflow writes when that span ends, nothing to wait for here.
-            if complete and self._wait and buffer.mlflow_parent is None and not self._writer.flush(self._write_timeout):
-                with self._lock:
-                    self._stats.write_timeouts += 1
-                self._warn_once("timeout", "MLflow did not store a trace within write_timeout=%ss; it is still "
-                                "queued (mlflow.get_trace may not find it yet)", self._write_timeout)
+            if self._store is not None and buffer.mlflow_parent is None and self._hand_off(buffer, root, spans,
+                                                                                          complete, on_root_thread):
+                return
+            self._write_inline(buffer, root, spans, complete=complete)
         except Exception as exc:  # noqa: BLE001
             with self._lock:
                 self._stats.write_errors += 1
             self._error_once("write", exc)
+
+    def _hand_off(self, buffer: _Buffer, root: ReadableSpan | None, spans: list, complete: bool,
+                  on_root_thread: bool) -> bool:
+        """Queue the trace for the store writer process. False: this URI or state needs the in-process writer."""
+        destination = _process_destination()
+        if destination is None:
+            return False
+        # A root without a parent owns its OTel trace id: same id in MLflow (tr-<hex>), easy to match with a
+        # collector backend. Anything else (remote parent, a parent from another provider) may share it: fresh id.
+        own_id = root is not None and root.parent is None
+        trace_id = mlflow_trace_id(buffer.trace_id if own_id else uuid.uuid4().int)
+        if self._extra_metadata is None:
+            self._extra_metadata = _source_metadata()
+        message = (destination, buffer.trace_id, root.context.span_id if root is not None else None, complete,
+                   buffer.dropped, self._extra_metadata, self._retry_timeout)
+        if not self._store.submit(trace_id, message, spans):
+            return False
+        with self._lock:
+            self._stats.traces_written += 1
+            if not complete:
+                self._stats.incomplete_traces_written += 1
+        if on_root_thread:
+            self._read_barrier.note_last_trace(trace_id)
+        if complete and self._wait and not self._store.wait_for(trace_id, self._write_timeout):
+            self._count_timeout()
+        return True
+
+    def _write_inline(self, buffer: _Buffer, root: ReadableSpan | None, spans: list, *, complete: bool) -> None:
+        # root None: spans of the finished-span path whose local root never arrived (the mapping picks the top)
+        record = build_trace_record(spans, root_span_id=root.context.span_id if root is not None else None,
+                                    complete=complete, dropped_spans=buffer.dropped)
+        if record is None:
+            return
+        _local.replaying = True
+        try:
+            self._writer.write(record, parent=buffer.mlflow_parent)
+        finally:
+            _local.replaying = False
+        with self._lock:
+            self._stats.traces_written += 1
+            if not record.complete:
+                self._stats.incomplete_traces_written += 1
+        # Nested under a user's MLflow span: MLflow writes when that span ends, nothing to wait for here.
+        if complete and self._wait and buffer.mlflow_parent is None and not self._writer.flush(self._write_timeout):
+            self._count_timeout()
+
+    def _count_timeout(self) -> None:
+        with self._lock:
+            self._stats.write_timeouts += 1
+        self._warn_once("timeout", "MLflow did not store a trace within write_timeout=%ss; it is still "
+                        "queued (mlflow.get_trace may not find it yet)", self._write_timeout)
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._warned:
@@ -355,3 +437,43 @@ class MlflowSpanProcessor(SpanProcessor):
         self._warn_once("error:" + where, "MlflowSpanProcessor.%s failed (%s); further errors are only counted",
                         where, type(exc).__name__)
         _logger.debug("ag2_otel: MlflowSpanProcessor.%s failed", where, exc_info=True)
+
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3.17's default (mlflow.md)
+
+
+def _process_destination() -> tuple[str, str | None, str | None] | None:
+    """(tracking URI, experiment id, experiment name) for the writer process, or None if it cannot write there.
+
+    Resolved here, per trace, as MLflow resolves it: ``mlflow.set_tracking_uri`` and ``mlflow.set_experiment`` (which
+    sets ``MLFLOW_EXPERIMENT_ID``) in the application apply to the next trace. Without MLflow imported the application
+    cannot have called them: the environment (``MLFLOW_TRACKING_URI``) or MLflow's default, ``sqlite:///mlflow.db``.
+    SQL stores and HTTP servers are written with one batched ``log_spans``; Databricks and file stores keep the
+    in-process replay.
+    """
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
+    else:
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+        if path is None or path.startswith(":memory:") or not path:
+            return None
+        if not path.startswith("/"):  # relative to the application's cwd, which the writer process may not share
+            uri = "sqlite:///" + os.path.abspath(path)
+    elif scheme not in _SQL_SCHEMES and scheme not in ("http", "https"):
+        return None
+    return uri, os.environ.get("MLFLOW_EXPERIMENT_ID") or None, os.environ.get("MLFLOW_EXPERIMENT_NAME") or None
+
+
+def _source_metadata() -> dict[str, str]:
+    """What MLflow records about the producing program, for traces written by the writer process."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = ""
+    return {"mlflow.user": user, "mlflow.source.name": sys.argv[0] if sys.argv else "", "mlflow.source.type": "LOCAL"}

@@ -1,0 +1,260 @@
+"""Application side of the store writer process (:mod:`ag2_otel.sinks.store_writer`).
+
+``submit`` runs on the thread that ended a conversation and costs a dict insert and a deque append: no MLflow call,
+no serialization. A sender thread snapshots the spans into plain tuples and sends them over a socket pair; a reader
+thread takes the child's acknowledgements. So the store's CPU runs in another process, and what stays here is the
+snapshot and pickling (tens of microseconds per span).
+
+Bounded: at most ``max_queued`` traces wait to be sent; more are dropped and counted (one warning). The child is
+started at construction (importing MLflow there takes seconds, better spent while the first conversation runs) and
+restarted if it dies, at most ``max_restarts`` times; traces it had received but not stored are counted as failed.
+After that, or where a process cannot be started, ``submit`` returns False and the caller writes in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from ag2_otel.sinks.span_snapshot import snapshot
+
+_logger = logging.getLogger(__name__)
+DEBUG_ENV = "AG2_OTEL_DEBUG_WRITER"
+
+
+@dataclass
+class WriterStats:
+    traces_stored: int = 0
+    traces_failed: int = 0  # the child gave up (backend down past retry_timeout, a 4xx) or died holding them
+    traces_dropped: int = 0  # refused: max_queued traces were waiting
+    restarts: int = 0
+
+
+@dataclass
+class _Item:
+    seq: int
+    trace_id: str
+    message: tuple  # everything but the spans, which are snapshotted on the sender thread
+    spans: list
+
+
+_shared: StoreWriterClient | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_client(max_queued: int = 1000) -> StoreWriterClient:
+    """The process's writer (one child process however many processors; the first caller's bound applies)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.pid != os.getpid() or not _shared.available:
+            _shared = StoreWriterClient(max_queued=max_queued)
+        return _shared
+
+
+class StoreWriterClient:
+    def __init__(self, *, max_queued: int = 1000, max_restarts: int = 3) -> None:
+        self.pid = os.getpid()  # a forked child inherits this object but not its threads: it must not use it
+        self.read_timeout: float | None = 10.0  # how long MLflow reads wait for a pending write (read_barrier)
+        self._max_queued = max(1, int(max_queued))
+        self._max_restarts = max_restarts
+        self._cv = threading.Condition()
+        self._queue: deque[_Item] = deque()
+        self._pending: dict[str, threading.Event] = {}  # MLflow trace id -> set when stored or given up
+        self._unsettled: dict[int, str] = {}  # seq -> trace id, until acknowledged, failed or dropped
+        self._inflight: dict[int, str] = {}  # sent to the current child, not yet acknowledged
+        self._seq = 0
+        self._stats = WriterStats()
+        self._warned: set[str] = set()
+        self._closed = False
+        self._conn: Connection | None = None
+        self._proc: subprocess.Popen | None = None
+        self._available = self._start()
+        threading.Thread(target=self._send_loop, name="ag2-otel-store-sender", daemon=True).start()
+
+    # --- API ------------------------------------------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._cv:
+            return asdict(self._stats)
+
+    @property
+    def available(self) -> bool:
+        return self._available and not self._closed and self.pid == os.getpid()
+
+    def submit(self, trace_id: str, message: tuple, spans: list) -> bool:
+        """Queue one trace. ``message`` is ``(destination, otel_trace_id, root_span_id, complete, dropped,
+        extra_metadata, retry_timeout)`` (see store_writer). False: no writer process, write it yourself."""
+        with self._cv:
+            if not self.available:
+                return False
+            if len(self._queue) >= self._max_queued:
+                self._stats.traces_dropped += 1
+                self._warn_once("queue", "ag2_otel: %d traces are waiting for the MLflow store writer "
+                                "(AG2_OTEL_MAX_TRACES); dropping new traces (counted in stats)", self._max_queued)
+                return True
+            self._seq += 1
+            self._unsettled[self._seq] = trace_id
+            self._pending[trace_id] = threading.Event()
+            self._queue.append(_Item(self._seq, trace_id, message, spans))
+            self._cv.notify_all()
+        return True
+
+    def warm(self, destination: tuple) -> None:
+        """Let the child build the store for ``destination`` while the application runs its first conversation."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.send(("warm", destination))
+            except Exception:  # noqa: BLE001
+                pass
+
+    def wait_for(self, trace_id: str, timeout: float | None) -> bool:
+        """Block until ``trace_id`` is stored or given up (True), or ``timeout`` passes (False)."""
+        event = self._pending.get(trace_id)
+        return True if event is None else event.wait(timeout)
+
+    def is_pending(self, trace_id: str) -> bool:
+        return trace_id in self._pending
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every trace submitted so far is stored or given up. False on timeout."""
+        with self._cv:
+            target = self._seq
+            return self._cv.wait_for(lambda: not any(s <= target for s in self._unsettled), timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush (bounded), then close the pipe: the child finishes what it received and exits on its own."""
+        done = self.flush(timeout)
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        return done
+
+    # --- child process --------------------------------------------------------------------------------------------
+    def _start(self) -> bool:
+        if os.name != "posix":
+            return False
+        try:
+            mine, theirs = socket.socketpair()
+            env = dict(os.environ)
+            # The child must import this package whatever sys.path tricks brought it into the application.
+            package_root = str(Path(__file__).resolve().parents[2])
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ag2_otel.sinks.store_writer", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                # its errors come back as acknowledgements and are logged here, once; AG2_OTEL_DEBUG_WRITER=1 shows
+                # its own debug log on our stderr
+                stderr=None if os.environ.get(DEBUG_ENV) else subprocess.DEVNULL, env=env, close_fds=True,
+            )
+            theirs.close()
+            conn = Connection(os.dup(mine.fileno()))
+            mine.close()
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("start", "ag2_otel: could not start the MLflow store writer process (%s); writing "
+                            "in-process instead", type(exc).__name__)
+            return False
+        self._proc, self._conn = proc, conn
+        threading.Thread(target=self._read_loop, args=(conn,), name="ag2-otel-store-reader", daemon=True).start()
+        return True
+
+    def _read_loop(self, conn: Connection) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            if message[0] == "done":
+                _, seq, trace_id, error = message
+                self._settle(seq, trace_id, error)
+        self._on_child_exit(conn)
+
+    def _on_child_exit(self, conn: Connection) -> None:
+        with self._cv:
+            if self._conn is not conn:
+                return  # closed by us
+            self._conn = None
+            lost = list(self._inflight.items())
+            self._inflight.clear()
+        for seq, trace_id in lost:
+            self._settle(seq, trace_id, "WriterProcessExited")
+
+    def _ensure_child(self) -> Connection | None:
+        with self._cv:
+            if self._conn is not None or self._closed:
+                return self._conn
+            if self._stats.restarts >= self._max_restarts:
+                self._available = False
+                return None
+            self._stats.restarts += 1
+        self._warn_once("restart", "ag2_otel: the MLflow store writer process exited; restarting it (at most %d "
+                        "times; counted in stats)", self._max_restarts)
+        if not self._start():
+            self._available = False
+        return self._conn
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._queue or self._closed)
+                if not self._queue:
+                    return
+                item = self._queue.popleft()
+            conn = self._ensure_child()
+            if conn is None:
+                self._settle(item.seq, item.trace_id, "WriterUnavailable")
+                continue
+            try:
+                message = ("trace", item.seq, item.trace_id, *item.message[:5], snapshot(item.spans),
+                           *item.message[5:])
+            except Exception as exc:  # noqa: BLE001 - a span we cannot snapshot: this trace only
+                self._settle(item.seq, item.trace_id, type(exc).__name__)
+                continue
+            item.spans = []
+            with self._cv:
+                current = self._conn is conn
+                if current:
+                    self._inflight[item.seq] = item.trace_id
+            if not current:  # the child exited since _ensure_child
+                self._settle(item.seq, item.trace_id, "WriterProcessExited")
+                continue
+            try:
+                conn.send(message)
+            except (OSError, ValueError):  # died under us (the reader may have settled it already)
+                self._settle(item.seq, item.trace_id, "WriterProcessExited")
+            except Exception as exc:  # noqa: BLE001 - an attribute value that does not pickle
+                self._settle(item.seq, item.trace_id, type(exc).__name__)
+
+    def _settle(self, seq: int, trace_id: str, error: str | None) -> None:
+        with self._cv:
+            if self._unsettled.pop(seq, None) is None:
+                return
+            self._inflight.pop(seq, None)
+            if error is None:
+                self._stats.traces_stored += 1
+            else:
+                self._stats.traces_failed += 1
+            event = self._pending.pop(trace_id, None)
+            self._cv.notify_all()
+        if event is not None:
+            event.set()
+        if error is not None:
+            self._warn_once("error:" + error, "ag2_otel: the MLflow store writer could not store a trace (%s); "
+                            "further failures are only counted", error)
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            _logger.warning(message, *args)
