@@ -122,7 +122,9 @@ def autolog(
             if _State.mlflow is None:
                 from .sinks.mlflow_processor import MlflowSpanProcessor
 
-                _State.mlflow = _Switchable(MlflowSpanProcessor(write_timeout=settings.exit_flush_timeout))
+                _State.mlflow = _Switchable(MlflowSpanProcessor(
+                    write_timeout=settings.exit_flush_timeout, writer=settings.mlflow_writer,
+                    max_traces=settings.max_traces, retry_timeout=settings.mlflow_retry_timeout))
                 provider.add_span_processor(_State.mlflow)
                 if not _State.exit_hook:
                     # a provider the user owns may never be shut down: unfinished traces must still reach MLflow

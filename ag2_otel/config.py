@@ -104,6 +104,9 @@ _SAMPLER_ENTRY_POINT_GROUP = "opentelemetry_traces_sampler"
 DEFAULT_MAX_CONTENT_CHARS = 16384
 DEFAULT_MAX_MESSAGES = 20
 DEFAULT_EXIT_FLUSH_TIMEOUT = 10.0
+DEFAULT_MAX_TRACES = 1000
+DEFAULT_MLFLOW_RETRY_TIMEOUT = 60.0
+MLFLOW_WRITERS = ("process", "inline")
 
 ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("OTEL_SDK_DISABLED", "`true` turns all tracing off (no spans, no MLflow records, no OTLP export)",
@@ -154,8 +157,19 @@ ENV_VARS: tuple[EnvVar, ...] = (
            str(DEFAULT_MAX_CONTENT_CHARS), False),
     EnvVar("AG2_OTEL_MAX_MESSAGES", "how many trailing messages of a model call's input are recorded (positive int)",
            str(DEFAULT_MAX_MESSAGES), False),
-    EnvVar("AG2_OTEL_EXIT_FLUSH_TIMEOUT", "seconds allowed at interpreter exit to flush pending spans (>= 0)",
+    EnvVar("AG2_OTEL_EXIT_FLUSH_TIMEOUT", "seconds allowed at interpreter exit to flush pending spans (>= 0); also "
+           "how long an MLflow read in the application waits for a trace still being written",
            str(int(DEFAULT_EXIT_FLUSH_TIMEOUT)), False),
+    EnvVar("AG2_OTEL_MLFLOW_WRITER", "`process`: a writer process stores each trace in one batched call, off the "
+           "application's GIL; `inline`: replay through MLflow's tracer in the application (always used for "
+           "Databricks, file stores, and traces nested under your MLflow span)", "process", False),
+    EnvVar("AG2_OTEL_MAX_TRACES", "MLflow sink: traces buffered at once (open conversations, and finished ones "
+           "waiting for the writer); beyond it new traces are dropped and counted (positive int)",
+           str(DEFAULT_MAX_TRACES), False),
+    EnvVar("AG2_OTEL_MLFLOW_RETRY_TIMEOUT", "seconds the writer process keeps retrying a trace while the MLflow "
+           "backend is unreachable before giving it up (counted) (>= 0)", str(int(DEFAULT_MLFLOW_RETRY_TIMEOUT)),
+           False),
+    EnvVar("AG2_OTEL_DEBUG_WRITER", "`1`: the writer process logs each write and failure to stderr", "unset", False),
 )
 
 
@@ -191,6 +205,9 @@ class Settings:
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
     max_messages: int = DEFAULT_MAX_MESSAGES
     exit_flush_timeout: float = DEFAULT_EXIT_FLUSH_TIMEOUT
+    mlflow_writer: str = "process"
+    max_traces: int = DEFAULT_MAX_TRACES
+    mlflow_retry_timeout: float = DEFAULT_MLFLOW_RETRY_TIMEOUT
     databricks_host: str | None = None
     databricks_token_set: bool = False
     warnings: tuple[str, ...] = ()
@@ -294,7 +311,8 @@ def _mask_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:{MASK}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    # host[:port] exactly as written: parts.port would raise on a bad port before _url() can name the variable
+    netloc = f"{parts.username}:{MASK}@{parts.netloc.rpartition('@')[2]}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -446,6 +464,11 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     max_content_chars = _positive_int(environ, "AG2_OTEL_MAX_CONTENT_CHARS")
     max_messages = _positive_int(environ, "AG2_OTEL_MAX_MESSAGES")
     exit_flush = _number(environ, "AG2_OTEL_EXIT_FLUSH_TIMEOUT", allow_zero=True)
+    writer = (_get(environ, "AG2_OTEL_MLFLOW_WRITER") or "process").strip().lower()
+    if writer not in MLFLOW_WRITERS:
+        raise _bad("AG2_OTEL_MLFLOW_WRITER", writer, "`process` or `inline`")
+    max_traces = _positive_int(environ, "AG2_OTEL_MAX_TRACES")
+    retry_timeout = _number(environ, "AG2_OTEL_MLFLOW_RETRY_TIMEOUT", allow_zero=True)
     databricks_host = _get(environ, "DATABRICKS_HOST")
 
     settings = Settings(
@@ -469,6 +492,9 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         max_content_chars=max_content_chars or DEFAULT_MAX_CONTENT_CHARS,
         max_messages=max_messages or DEFAULT_MAX_MESSAGES,
         exit_flush_timeout=DEFAULT_EXIT_FLUSH_TIMEOUT if exit_flush is None else exit_flush,
+        mlflow_writer=writer,
+        max_traces=max_traces or DEFAULT_MAX_TRACES,
+        mlflow_retry_timeout=DEFAULT_MLFLOW_RETRY_TIMEOUT if retry_timeout is None else retry_timeout,
         databricks_host=databricks_host,
         databricks_token_set=_get(environ, "DATABRICKS_TOKEN") is not None,
         warnings=tuple(warnings),

@@ -14,9 +14,10 @@ Configurations
   none                  AG2 untraced.
   ag2otel-null          ag2-otel (Ag2Instrumentor, content capture SPAN_ONLY = autolog's default) on an SDK
                         TracerProvider with SimpleSpanProcessor + an exporter that discards (counts) the spans.
-  ag2otel-mlflow        ``ag2_otel.autolog()`` (MlflowSpanProcessor, wait_for_write=True: the default), local
-                        sqlite store.
-  ag2otel-mlflow-nowait Same sink with ``MlflowSpanProcessor(wait_for_write=False)`` (MLflow writes on its thread).
+  ag2otel-mlflow        ``ag2_otel.autolog()`` (MlflowSpanProcessor defaults: the store writer process writes each
+                        trace in one batched call; reads through mlflow wait for it), local sqlite store.
+  ag2otel-mlflow-inline ``MlflowSpanProcessor(writer="inline", wait_for_write=True)``: the previous default, replaying
+                        the trace through MLflow's tracer in the application process and waiting for MLflow's store.
   ag2otel-otlp-rotel    ``ag2_otel.autolog()`` with OTEL_TRACES_EXPORTER=otlp (BatchSpanProcessor + OTLP/gRPC) to a
                         local rotel-agent started with ``--exporter blackhole`` (receives, then discards).
   ag2-own-null          AG2's ``autogen.opentelemetry`` (instrument_llm_wrapper(capture_messages=True) +
@@ -55,14 +56,14 @@ REPO = HERE.parent
 CONFIGS: list[tuple[str, str]] = [
     ("none", "no tracing"),
     ("ag2otel-null", "ag2-otel, null sink"),
-    ("ag2otel-mlflow", "ag2-otel, MLflow sink (autolog, wait)"),
-    ("ag2otel-mlflow-nowait", "ag2-otel, MLflow sink (no wait)"),
+    ("ag2otel-mlflow", "ag2-otel, MLflow sink (autolog: writer process)"),
+    ("ag2otel-mlflow-inline", "ag2-otel, MLflow sink in-process (old)"),
     ("ag2otel-otlp-rotel", "ag2-otel, OTLP/gRPC to rotel"),
     ("ag2-own-null", "AG2 own otel, null exporter"),
     ("mlflow-autolog-async", "mlflow.ag2.autolog async"),
     ("mlflow-autolog-sync", "mlflow.ag2.autolog sync"),
 ]
-MLFLOW_CONFIGS = {"ag2otel-mlflow", "ag2otel-mlflow-nowait", "mlflow-autolog-async", "mlflow-autolog-sync"}
+MLFLOW_CONFIGS = {"ag2otel-mlflow", "ag2otel-mlflow-inline", "mlflow-autolog-async", "mlflow-autolog-sync"}
 PEERS = [("ag2-own-null", "AG2-own"), ("mlflow-autolog-async", "autolog-async"),
          ("mlflow-autolog-sync", "autolog-sync")]
 READABLE_DEADLINE_S = 300.0
@@ -197,15 +198,15 @@ class Runner:
             self.marker = _marker_processor()
             provider.add_span_processor(self.marker)  # before autolog's MLflow processor
             trace.set_tracer_provider(provider)
-            ag2_otel.autolog()  # respects the global SDK provider: adds MlflowSpanProcessor (wait_for_write=True)
-        elif name == "ag2otel-mlflow-nowait":
+            ag2_otel.autolog()  # respects the global SDK provider: adds MlflowSpanProcessor (writer process)
+        elif name == "ag2otel-mlflow-inline":
             from ag2_otel import Ag2Instrumentor
             from ag2_otel.sinks.mlflow_processor import MlflowSpanProcessor
 
             provider = TracerProvider()
             self.marker = _marker_processor()
             provider.add_span_processor(self.marker)
-            provider.add_span_processor(MlflowSpanProcessor(wait_for_write=False))
+            provider.add_span_processor(MlflowSpanProcessor(writer="inline", wait_for_write=True))
             trace.set_tracer_provider(provider)
             Ag2Instrumentor().instrument(tracer_provider=provider, capture_content="SPAN_ONLY")
         elif name == "ag2otel-otlp-rotel":
@@ -242,7 +243,7 @@ class Runner:
     def flush(self) -> float:
         """Drain any background export (not timed into ms/turn; returned for information)."""
         start = time.perf_counter()
-        if self.name == "ag2otel-otlp-rotel":
+        if self.name in ("ag2otel-otlp-rotel", "ag2otel-mlflow"):
             import ag2_otel
 
             ag2_otel.flush()
@@ -360,12 +361,16 @@ def rss_worker(mode: str, turns: int) -> dict[str, Any]:
     rss_before = _rss_now_kb()
     user, assistant = conversation.build()
     conversation.chat(user, assistant, turns)
+    writer_peak_kb = None
     if mode == "traced":
-        import mlflow  # noqa: F811 - the traced run flushes MLflow before measuring
-
-        mlflow.flush_trace_async_logging()
+        ag2_otel.flush()  # the trace is stored before measuring
+        store = getattr(ag2_otel.mlflow_processor(), "_store", None)
+        proc = getattr(store, "_proc", None)
+        if proc is not None:  # the store writer process: its own memory, reported beside ours
+            with open(f"/proc/{proc.pid}/status") as status:
+                writer_peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
     return {"mode": mode, "turns": turns, "rss_before_kb": rss_before, "rss_after_kb": _rss_now_kb(),
-            "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+            "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "writer_peak_kb": writer_peak_kb}
 
 
 def throughput_worker(target_spans: int, repeat: int, workdir: Path) -> dict[str, Any]:
@@ -375,9 +380,10 @@ def throughput_worker(target_spans: int, repeat: int, workdir: Path) -> dict[str
     captured in memory. MLflow batched: the spans are OTLP-encoded and converted with ``Span.from_otel_proto`` (what
     MLflow's own OTLP endpoint does), then written in ONE ``TracingClient.log_spans(experiment_id, spans)`` call
     (the call MLflow's exporter makes; MlflowClient has no public span-batch method in 3.17) - that call is timed.
-    ag2-otel: the same ReadableSpans are fed to a MlflowSpanProcessor (wait_for_write=True) on another fresh store,
-    in their original start/end order; timed from the first on_start until the trace is readable. One extra trace
-    warms each path up (store creation, schema) before the timed ones.
+    ag2-otel: the same ReadableSpans are fed to a MlflowSpanProcessor (defaults: the store writer process) on another
+    fresh store, in their original start/end order; timed from the first on_start until the trace is readable; then
+    the same with ``writer="inline"`` (the previous in-process replay). One extra trace warms each path up (store
+    creation, schema, the writer process) before the timed ones.
     """
     sys.path.insert(0, str(HERE))
     import conversation
@@ -435,7 +441,8 @@ def throughput_worker(target_spans: int, repeat: int, workdir: Path) -> dict[str
     mlflow.set_tracking_uri(uri_b)
     mlflow.set_experiment("ag2otel")
     store = _Store(uri_b)
-    processor = MlflowSpanProcessor(wait_for_write=True)
+    processor = MlflowSpanProcessor()
+
     def feed(processor: Any, spans: list[Any]) -> tuple[float, float, bool]:
         """Replay ``spans`` into ``processor`` in their original order; (first on_start -> readable,
         root end -> readable, readable?) in seconds."""
@@ -464,17 +471,17 @@ def throughput_worker(target_spans: int, repeat: int, workdir: Path) -> dict[str
             feed_s.append(total)
             root_to_readable_s.append(from_root)
             ours_ok.append(ok)
-    # the same spans again (new trace ids are not needed: a fresh processor, another fresh store) without waiting
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'ag2otel-nowait.db'}")
-    mlflow.set_experiment("ag2otel-nowait")
+    # the same spans again (new trace ids are not needed: a fresh processor, another fresh store), in-process
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'ag2otel-inline.db'}")
+    mlflow.set_experiment("ag2otel-inline")
     store = _Store(mlflow.get_tracking_uri())
-    nowait = MlflowSpanProcessor(wait_for_write=False)
-    nowait_s, nowait_root_s = [], []
+    inline = MlflowSpanProcessor(writer="inline", wait_for_write=True)
+    inline_s, inline_root_s = [], []
     for index, spans in enumerate(traces):
-        total, from_root, ok = feed(nowait, spans)
+        total, from_root, ok = feed(inline, spans)
         if index:
-            nowait_s.append(total)
-            nowait_root_s.append(from_root)
+            inline_s.append(total)
+            inline_root_s.append(from_root)
             ours_ok.append(ok)
     med = statistics.median
     return {
@@ -483,8 +490,8 @@ def throughput_worker(target_spans: int, repeat: int, workdir: Path) -> dict[str
         "batched_spans_per_s": n_spans / med(write_s), "batched_readable": all(read_ok),
         "ours_total_ms": med(feed_s) * 1000, "ours_spans_per_s": n_spans / med(feed_s),
         "ours_root_end_to_readable_ms": med(root_to_readable_s) * 1000, "ours_readable": all(ours_ok),
-        "nowait_total_ms": med(nowait_s) * 1000, "nowait_spans_per_s": n_spans / med(nowait_s),
-        "nowait_root_end_to_readable_ms": med(nowait_root_s) * 1000,
+        "inline_total_ms": med(inline_s) * 1000, "inline_spans_per_s": n_spans / med(inline_s),
+        "inline_root_end_to_readable_ms": med(inline_root_s) * 1000,
         "processor_stats": processor.stats,
     }
 
@@ -660,10 +667,10 @@ def render(results: dict[str, Any], sizes: list[int], info: dict[str, Any]) -> s
         lines.append(f"| ag2-otel MlflowSpanProcessor: first on_start → readable | {tp['ours_total_ms']:.1f} | "
                      f"{tp['ours_spans_per_s']:,.0f} |")
         lines.append(f"| ag2-otel: root span end → readable | {tp['ours_root_end_to_readable_ms']:.1f} | — |")
-        lines.append(f"| ag2-otel, wait_for_write=False: first on_start → readable | {tp['nowait_total_ms']:.1f} | "
-                     f"{tp['nowait_spans_per_s']:,.0f} |")
-        lines.append(f"| ag2-otel, wait_for_write=False: root span end → readable | "
-                     f"{tp['nowait_root_end_to_readable_ms']:.1f} | — |")
+        lines.append(f"| ag2-otel in-process writer (old): first on_start → readable | {tp['inline_total_ms']:.1f} | "
+                     f"{tp['inline_spans_per_s']:,.0f} |")
+        lines.append(f"| ag2-otel in-process writer (old): root span end → readable | "
+                     f"{tp['inline_root_end_to_readable_ms']:.1f} | — |")
         if not (tp["batched_readable"] and tp["ours_readable"]):
             lines.append("| WARNING: a trace was not readable with all its spans | | |")
     else:
@@ -671,14 +678,16 @@ def render(results: dict[str, Any], sizes: list[int], info: dict[str, Any]) -> s
 
     rss = results.get("rss", {})
     lines += ["", "## Peak RSS (ru_maxrss) of one process: warm-up + one conversation", ""]
-    lines.append("| process | turns | RSS before chat (MB) | RSS after chat (MB) | peak RSS (MB) |")
-    lines.append("|---|---:|---:|---:|---:|")
+    lines.append("| process | turns | RSS before chat (MB) | RSS after chat (MB) | peak RSS (MB) | writer process "
+                 "peak (MB) |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
     for mode in ("untraced", "untraced+mlflow-imported", "traced"):
         r = rss.get(mode)
         if r and "error" not in r:
             label = {"traced": "traced (ag2_otel.autolog, MLflow sink)"}.get(mode, mode)
+            writer = r.get("writer_peak_kb")
             lines.append(f"| {label} | {r['turns']} | {r['rss_before_kb'] / 1024:.1f} | {r['rss_after_kb'] / 1024:.1f} "
-                         f"| {r['ru_maxrss_kb'] / 1024:.1f} |")
+                         f"| {r['ru_maxrss_kb'] / 1024:.1f} | {_fmt(writer and writer / 1024, '.1f')} |")
         elif r:
             lines.append(f"| {mode} | failed: {r['error'][:80]} | | | |")
 
@@ -714,9 +723,9 @@ def targets(results: dict[str, Any], sizes: list[int]) -> list[tuple[str, str, b
             out.append((target, f"{value:{fmt}}{unit} (limit {limit:{fmt}}{unit})", value <= limit))
 
     check(f"overhead/turn at {mid} turns, null sink ≤ 0.35 ms", overhead("ag2otel-null", mid), 0.35, ".3f", " ms")
-    check(f"overhead/turn at {mid} turns, MLflow sink (autolog default, wait) ≤ 1.0 ms",
+    check(f"overhead/turn at {mid} turns, MLflow sink (autolog default: writer process) ≤ 1.0 ms",
           overhead("ag2otel-mlflow", mid), 1.0, ".3f", " ms")
-    check("  (info) same, MLflow sink wait_for_write=False ≤ 1.0 ms", overhead("ag2otel-mlflow-nowait", mid), 1.0,
+    check("  (info) same, in-process writer (old default) ≤ 1.0 ms", overhead("ag2otel-mlflow-inline", mid), 1.0,
           ".3f", " ms")
     own, mine = overhead("ag2-own-null", mid), overhead("ag2otel-null", mid)
     check(f"null sink overhead ≤ 1/4 of AG2-own (null exporter) at {mid} turns: ratio ≤ 0.25",
@@ -724,8 +733,8 @@ def targets(results: dict[str, Any], sizes: list[int]) -> list[tuple[str, str, b
     auto, mine = overhead("mlflow-autolog-async", mid), overhead("ag2otel-mlflow", mid)
     check(f"MLflow sink overhead ≤ 1/6 of mlflow.ag2.autolog async at {mid} turns: ratio ≤ 0.167",
           mine / auto if auto and mine is not None and auto > 0 else None, 1 / 6, ".3f")
-    mine = overhead("ag2otel-mlflow-nowait", mid)
-    check("  (info) same with wait_for_write=False: ratio ≤ 0.167",
+    mine = overhead("ag2otel-mlflow-inline", mid)
+    check("  (info) same with the in-process writer (old default): ratio ≤ 0.167",
           mine / auto if auto and mine is not None and auto > 0 else None, 1 / 6, ".3f")
     for config, label in (("ag2otel-null", "null sink"), ("ag2otel-mlflow", "MLflow sink")):
         a, b = overhead(config, large), overhead(config, small)

@@ -27,7 +27,7 @@ def test_quick_benchmark_runs(tmp_path):
     table = done.stdout
     for heading in ("| configuration |", "## Export into a fresh local MLflow store", "## Peak RSS", "## Targets"):
         assert heading in table, table
-    for label in ("no tracing", "ag2-otel, null sink", "ag2-otel, MLflow sink (autolog, wait)",
+    for label in ("no tracing", "ag2-otel, null sink", "ag2-otel, MLflow sink (autolog: writer process)", "ag2-otel, MLflow sink in-process (old)",
                   "ag2-otel, OTLP/gRPC to rotel", "AG2 own otel, null exporter", "mlflow.ag2.autolog async",
                   "mlflow.ag2.autolog sync"):
         assert f"| {label} | 10 |" in table, label

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,41 +31,76 @@ def _healthy(url: str) -> bool:
         return False
 
 
+class MlflowServer:
+    """A real ``mlflow server`` on a fixed port and sqlite file, which can be started, killed and started again."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _log_tail(self) -> str:
+        path = self.root / "server.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def start(self) -> str:
+        log = open(self.root / "server.log", "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env["MLFLOW_MODEL_CATALOG_URI"] = ""  # the store prices spans from a catalog on GitHub; offline here
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "server",
+                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                "--default-artifact-root", str(self.root / "artifacts"),
+                "--artifacts-destination", str(self.root / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,
+            start_new_session=True,  # its own process group: kill() takes the server's workers down with it
+        )
+        log.close()
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while not _healthy(self.url):
+            if self.process.poll() is not None:
+                pytest.fail(f"mlflow server exited with {self.process.returncode}: {self._log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not healthy after {READY_DEADLINE_S}s: {self._log_tail()}")
+            # /health answers in ms once up; a failed connect returns at once, so pace the probes.
+            time.sleep(0.25)
+        return self.url
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its workers, as a crash would."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=20)
+        deadline = time.monotonic() + 20
+        while _healthy(self.url) and time.monotonic() < deadline:  # a worker may outlive the parent a moment
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """Yields the base URL (``http://127.0.0.1:PORT``) of a running ``mlflow server``."""
-    root: Path = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(root / "server.log", "wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_MODEL_CATALOG_URI"] = ""  # the store prices spans from a catalog on GitHub; offline here
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--default-artifact-root", str(root / "artifacts"),
-            "--artifacts-destination", str(root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
-    )
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
     try:
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while not _healthy(url):
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {process.returncode}: {(root / 'server.log').read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {READY_DEADLINE_S}s: "
-                            f"{(root / 'server.log').read_text()[-3000:]}")
-            # /health answers in ms once up; a failed connect returns at once, so pace the probes.
-            time.sleep(0.25)
-        yield url
+        yield server.start()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
-        log.close()
+        server.stop()

@@ -372,6 +372,15 @@ def _span_record(span: Any, parent_id: str | None) -> SpanRecord:
     return record
 
 
+UNFINISHED_MESSAGE = "unfinished: the span never ended (written at shutdown)"
+
+
+def _unfinished(record: SpanRecord) -> None:
+    """A real span that never ended (the process exited inside it) is written as failed, not as a success."""
+    if not record.synthetic and record.status != "ERROR":
+        record.status, record.status_message = "ERROR", UNFINISHED_MESSAGE
+
+
 def build_trace_record(
     spans: Iterable[Any],
     *,
@@ -419,6 +428,7 @@ def build_trace_record(
     if not root.end_time_ns:
         root.end_time_ns = max(latest_end, root.start_time_ns)
         complete = False
+        _unfinished(root)
     if not complete:
         root.attributes[TAG_INCOMPLETE] = True
 
@@ -475,6 +485,7 @@ def build_trace_record(
     for record in records:
         if not record.end_time_ns:
             record.end_time_ns = max(latest_end, record.start_time_ns)
+            _unfinished(record)
 
     session_id = next(
         (str(r.attributes[sc.CONVERSATION_ID]) for r in records if r.attributes.get(sc.CONVERSATION_ID) not in (None, "")),

@@ -57,11 +57,12 @@ class ProcessorStats:
 
 
 class _Buffer:
-    __slots__ = ("root", "spans", "dropped", "mlflow_parent", "trace_id", "links")
+    __slots__ = ("root", "spans", "open", "dropped", "mlflow_parent", "trace_id", "links")
 
     def __init__(self, root: Span | None, trace_id: int | None = None) -> None:
         self.root = root  # the live root, kept so an unfinished trace can still be written at shutdown
         self.spans: list[ReadableSpan] = []
+        self.open: dict[int, Span] = {}  # started, not ended: written (as unfinished) if the process exits first
         self.dropped = 0
         self.mlflow_parent: Any = None
         self.trace_id = root.context.trace_id if root is not None else trace_id
@@ -170,6 +171,9 @@ class MlflowSpanProcessor(SpanProcessor):
                     owner = self._open_root_by_trace.get(span.context.trace_id)
                 if owner is not None:
                     self._owner[span_id] = owner
+                    owning = self._buffers.get(owner)
+                    if owning is not None:  # None: dropped, or its root already written (a late child)
+                        owning.open[span_id] = span
                     return
                 if len(self._buffers) >= self._max_traces:
                     self._owner[span_id] = _DROPPED
@@ -208,6 +212,7 @@ class MlflowSpanProcessor(SpanProcessor):
                     self._stats.late_spans += 1
                     return
                 if span_id != owner:
+                    buffer.open.pop(span_id, None)
                     self._append(buffer, span)
                     return
                 del self._buffers[owner]
@@ -341,6 +346,7 @@ class MlflowSpanProcessor(SpanProcessor):
             self._owner.clear()
             self._open_root_by_trace.clear()
         for buffer in pending:
+            buffer.spans.extend(buffer.open.values())  # still running at exit: written unfinished (ERROR)
             self._export(buffer, buffer.root, complete=False, on_root_thread=True)
         self.flush(self._write_timeout)  # the shared writer process stays for other processors; it exits with us
 

@@ -5,7 +5,8 @@ no serialization. A sender thread snapshots the spans into plain tuples and send
 thread takes the child's acknowledgements. So the store's CPU runs in another process, and what stays here is the
 snapshot and pickling (tens of microseconds per span).
 
-Bounded: at most ``max_queued`` traces wait to be sent; more are dropped and counted (one warning). The child is
+Bounded: the child holds at most ``IN_FLIGHT`` traces, at most ``max_queued`` more wait here; beyond that new traces
+are dropped and counted (one warning). The child is
 started at construction (importing MLflow there takes seconds, better spent while the first conversation runs) and
 restarted if it dies, at most ``max_restarts`` times; traces it had received but not stored are counted as failed.
 After that, or where a process cannot be started, ``submit`` returns False and the caller writes in-process.
@@ -28,7 +29,7 @@ from typing import Any
 from ag2_otel.sinks.span_snapshot import snapshot
 
 _logger = logging.getLogger(__name__)
-DEBUG_ENV = "AG2_OTEL_DEBUG_WRITER"
+DEBUG_ENV = "AG2_OTEL_DEBUG_WRITER"  # documented in config.ENV_VARS
 
 
 @dataclass
@@ -47,17 +48,18 @@ class _Item:
     spans: list
 
 
-_shared: StoreWriterClient | None = None
+_shared: dict[int, StoreWriterClient] = {}
 _shared_lock = threading.Lock()
+IN_FLIGHT = 2  # traces handed to the child at once: one being written, the next ready; the rest wait here, bounded
 
 
 def shared_client(max_queued: int = 1000) -> StoreWriterClient:
-    """The process's writer (one child process however many processors; the first caller's bound applies)."""
-    global _shared
+    """The process's writer for this bound: one child process however many processors use it."""
     with _shared_lock:
-        if _shared is None or _shared.pid != os.getpid() or not _shared.available:
-            _shared = StoreWriterClient(max_queued=max_queued)
-        return _shared
+        client = _shared.get(max_queued)
+        if client is None or client.pid != os.getpid() or not client.available:
+            client = _shared[max_queued] = StoreWriterClient(max_queued=max_queued)
+        return client
 
 
 class StoreWriterClient:
@@ -208,7 +210,8 @@ class StoreWriterClient:
     def _send_loop(self) -> None:
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: self._queue or self._closed)
+                # A slow or unreachable backend stops the child, so traces pile up HERE, where they are counted.
+                self._cv.wait_for(lambda: self._closed or (self._queue and len(self._inflight) < IN_FLIGHT))
                 if not self._queue:
                     return
                 item = self._queue.popleft()
