@@ -504,6 +504,25 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
     return settings
 
 
+def _certificate_keeping_session():
+    """A requests session on which the CA file the SDK sets (OTEL_EXPORTER_OTLP_CERTIFICATE) stays in force.
+
+    requests merges the environment into every request, and REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (set system-wide on
+    many machines) replace the session's ``verify``: the private CA of a collector would be ignored and every export
+    fail with CERTIFICATE_VERIFY_FAILED. gRPC is not affected.
+    """
+    import requests
+
+    class CertificateKeepingSession(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: ANN001, ANN201
+            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if isinstance(self.verify, str):
+                merged["verify"] = self.verify
+            return merged
+
+    return CertificateKeepingSession()
+
+
 def build_otlp_span_exporter(settings: Settings):
     """The SDK's own OTLPSpanExporter for ``settings.otlp_protocol``, built with no arguments.
 
@@ -512,6 +531,9 @@ def build_otlp_span_exporter(settings: Settings):
     """
     if settings.otlp_protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE") or os.environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE"):
+            return OTLPSpanExporter(session=_certificate_keeping_session())
     else:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     return OTLPSpanExporter()

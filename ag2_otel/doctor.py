@@ -9,7 +9,7 @@ import urllib.request
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from .config import load_settings
+from .config import _mask_url, load_settings
 
 
 def _tcp_reachable(url: str, timeout: float = 3.0) -> str | None:
@@ -34,13 +34,16 @@ def run(out: TextIO = sys.stdout) -> int:
     for warning in settings.warnings:
         problems.append(warning)
     uri = mlflow.get_tracking_uri()
-    out.write(f"  {'mlflow tracking uri':<28} {uri}\n")
+    shown = _mask_url(uri)  # user:password@ in a tracking URI is a secret
+    out.write(f"  {'mlflow tracking uri':<28} {shown}\n")
     if settings.mlflow_enabled and uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
         except (urllib.error.URLError, OSError) as exc:
-            problems.append(f"MLflow tracking server {uri} does not answer /health ({exc}); start it "
-                            f"(mlflow server ...) or fix MLFLOW_TRACKING_URI")
+            # the exception text can repeat the URL: report its type and reason only
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+            problems.append(f"MLflow tracking server {shown} does not answer /health ({_mask_url(str(reason))}); "
+                            f"start it (mlflow server ...) or fix MLFLOW_TRACKING_URI")
     elif settings.mlflow_enabled and uri.startswith("databricks"):
         if not settings.databricks_host:
             problems.append("MLFLOW_TRACKING_URI is databricks but DATABRICKS_HOST is not set (or use a profile)")

@@ -441,9 +441,6 @@ def test_settings_and_config_errors_never_show_a_secret(secret_env, caplog):
     assert not any(any(row.values()) for row in table.values()), table
 
 
-@pytest.mark.xfail(strict=True, reason="BUG ag2_otel/doctor.py run(): prints mlflow.get_tracking_uri() and the "
-                                       "/health failure with the URI unmasked; user:password of MLFLOW_TRACKING_URI "
-                                       "is shown (fix: print config._mask_url(uri))")
 def test_doctor_masks_every_secret(secret_env, caplog):
     from ag2_otel import doctor
 
@@ -621,11 +618,6 @@ def test_otlp_over_tls_with_a_ca_file(tls_sink, tmp_path, monkeypatch):
     assert tls_sink.span_count(chats[0]["trace_id"]) == SPANS_PER_CHAT
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (SDK + requests, reachable through ag2_otel.config.build_otlp_span_exporter):"
-                                       " with REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE in the environment, requests' "
-                                       "merge_environment_settings replaces the session's verify (the CA file from "
-                                       "OTEL_EXPORTER_OTLP_CERTIFICATE) by that bundle; http/protobuf export to a "
-                                       "private-CA collector fails CERTIFICATE_VERIFY_FAILED. gRPC is not affected.")
 @pytest.mark.parametrize("tls_sink", ["http/protobuf"], indirect=True)
 def test_otlp_certificate_is_honoured_when_a_requests_ca_bundle_is_set(tls_sink, monkeypatch):
     from opentelemetry.sdk.trace.export import SpanExportResult
