@@ -51,7 +51,15 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+_plain_dumps = json.JSONEncoder().encode  # one encoder, built once: most values are str/int/bool
+
+
 def _dumps(value: Any) -> str:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return _plain_dumps(value)
+    if kind is float and math.isfinite(value):
+        return _plain_dumps(value)
     try:
         return json.dumps(value, default=str, allow_nan=False)
     except (ValueError, TypeError):  # NaN/inf somewhere inside, or a cycle
