@@ -69,7 +69,11 @@ def test_server_down_at_start_then_killed_and_restarted(tmp_path, instrument, tr
         assert len(drop_warnings) == 1
 
         server.start()
+        up = time.perf_counter()
         assert processor.flush(timeout=DELIVERY_DEADLINE_S)
+        print(f"\n[down at start] {len(kept) + len(dropped)} chats, max wall {max(wall) * 1000:.0f} ms; "
+              f"{len(kept)} buffered, {len(dropped)} dropped; stored {time.perf_counter() - up:.2f} s after the "
+              f"server answered")
         client = MlflowClient(tracking_uri=server.url)
         assert all(_stored(client, trace_id) for trace_id in kept)
         assert not any(_stored(client, trace_id) for trace_id in dropped)
@@ -83,7 +87,10 @@ def test_server_down_at_start_then_killed_and_restarted(tmp_path, instrument, tr
         assert max(wall) < 5.0, wall
         assert not processor.flush(timeout=1.0)  # still waiting for the backend, not given up
         server.start()
+        up = time.perf_counter()
         assert processor.flush(timeout=DELIVERY_DEADLINE_S)
+        print(f"[killed, restarted] {len(during)} chats while down, max wall {max(wall) * 1000:.0f} ms; stored "
+              f"{time.perf_counter() - up:.2f} s after the server answered again; stats {processor.stats}")
         assert all(_stored(client, trace_id) for trace_id in during)
         stats = processor.stats
         assert stats["traces_stored"] == accepted + 2

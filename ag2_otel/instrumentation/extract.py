@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import semconv as k
-from ..mapping.content import messages_json, output_messages_json, to_json, to_text
+from ..mapping.content import instructions_json, messages_json, output_messages_json, to_json, to_text
 
 # AG2 api_type → gen_ai.provider.name (the conventions' well-known values)
 _PROVIDERS = {
@@ -119,7 +119,7 @@ def agent_turn_content(agent: Any, messages: Any, sender: Any, max_chars: int) -
         attrs[k.INPUT_MESSAGES] = messages_json(messages[-1:], max_chars)
     system = getattr(agent, "system_message", None)
     if isinstance(system, str) and system:
-        attrs[k.SYSTEM_INSTRUCTIONS] = to_json([{"type": "text", "content": system}], max_chars)
+        attrs[k.SYSTEM_INSTRUCTIONS] = instructions_json(system, max_chars)
     return attrs
 
 
@@ -193,15 +193,19 @@ def llm_request_content(config: Mapping, max_chars: int, max_messages: int) -> d
     attrs: dict[str, Any] = {}
     messages = config.get("messages")
     if isinstance(messages, list) and messages:
-        system = [m for m in messages[:1] if isinstance(m, Mapping) and m.get("role") == "system"]
-        rest = messages[len(system):]
-        tail = rest[-max_messages:]
-        if system:
-            attrs[k.SYSTEM_INSTRUCTIONS] = to_json([{"type": "text", "content": system[0].get("content")}], max_chars)
+        first = messages[0]
+        skip = 1 if isinstance(first, Mapping) and first.get("role") == "system" else 0
+        total = len(messages) - skip  # the history grows every turn: slice only the recorded tail, never all of it
+        if max_messages > 0:
+            tail = messages[max(skip, len(messages) - max_messages):]
+        else:  # as rest[-max_messages:] always did
+            tail = messages[skip:][-max_messages:]
+        if skip:
+            attrs[k.SYSTEM_INSTRUCTIONS] = instructions_json(first.get("content"), max_chars)
         attrs[k.INPUT_MESSAGES] = messages_json(tail, max_chars)
-        attrs[k.AG2_INPUT_MESSAGES_TOTAL] = len(rest)
-        if len(tail) < len(rest):
-            attrs[k.AG2_INPUT_MESSAGES_OMITTED] = len(rest) - len(tail)
+        attrs[k.AG2_INPUT_MESSAGES_TOTAL] = total
+        if len(tail) < total:
+            attrs[k.AG2_INPUT_MESSAGES_OMITTED] = total - len(tail)
     tools = config.get("tools")
     if isinstance(tools, list) and tools:
         attrs[k.TOOL_DEFINITIONS] = to_json(tools, max_chars)

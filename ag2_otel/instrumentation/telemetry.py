@@ -71,6 +71,21 @@ class Telemetry:
             log_once(site, exc)
             return None
 
+    def wants_content(self, span) -> bool:
+        """Content capture is on and the span records what it is given (a sampled-out span does not)."""
+        return self.content and span.is_recording()
+
+    def set_with_content(self, span, attributes: dict[str, Any], content: dict[str, Any] | None) -> None:
+        """``span.set_attributes(attributes)`` then ``set_content(span, content)``, in one call when both go on the
+        span (each set_attributes call takes the span's lock and re-checks its state)."""
+        if content and self.content_on_spans and not self.content_on_events:
+            span.set_attributes({**attributes, **content})
+            return
+        if attributes:
+            span.set_attributes(attributes)
+        if content:
+            self.set_content(span, content)
+
     def set_content(self, span, attributes: dict[str, Any]) -> None:
         """Content attributes go on the span, on a span event, or both, as the capture mode says."""
         if not attributes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,8 +20,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import semconv as k
+from ..mapping.content import to_text
 from . import context_carry, extract
-from .telemetry import Telemetry
+from .telemetry import Telemetry, log_once
 
 # The innermost conversation span of the current context: termination events and handoffs report to it.
 CURRENT_WORKFLOW: contextvars.ContextVar[Any] = contextvars.ContextVar("ag2_otel_workflow", default=None)
@@ -53,10 +55,11 @@ class Plan:
 class _Open:
     """A started span made current, with the context variables the plan asks for."""
 
-    __slots__ = ("tel", "plan", "span", "tokens", "handoff")
+    __slots__ = ("tel", "plan", "span", "tokens", "handoff", "pending")
 
     def __init__(self, tel: Telemetry, plan: Plan) -> None:
         self.tel, self.plan = tel, plan
+        self.pending: dict[str, Any] | None = None  # content (SPAN_ONLY) and result attributes, set once in close()
         self.span = tel.tracer.start_span(plan.name, kind=plan.kind, attributes=plan.attributes)
         self.tokens = [(otel_context, otel_context.attach(trace.set_span_in_context(self.span)))]
         if plan.workflow:
@@ -64,22 +67,50 @@ class _Open:
         for var, value in plan.context_vars:
             self.tokens.append((var, var.set(value)))
         self.handoff = context_carry.leave_for_executor(*plan.leave_context_for) if plan.leave_context_for else None
-        if plan.content is not None and tel.content:
-            tel.set_content(self.span, tel.safe(f"{plan.name}: content", plan.content) or {})
+        # content only for a span that records it (a sampled-out span drops attributes: no need to render them)
+        if plan.content is not None and tel.content and self.span.is_recording():
+            try:
+                attributes = plan.content()
+            except Exception as exc:  # noqa: BLE001 - as Telemetry.safe, without formatting the site every call
+                log_once(f"{plan.name}: content", exc)
+                attributes = None
+            if attributes and tel.content_on_spans and not tel.content_on_events:
+                self.pending = attributes  # with what the result adds: one set_attributes call on the span
+            elif attributes:
+                tel.set_content(self.span, attributes)
 
     def done(self, result: Any) -> None:
         if self.plan.on_result is not None:
-            self.tel.safe(f"{self.plan.name}: result", self.plan.on_result, self.span, result)
+            try:
+                self.plan.on_result(self.span if self.pending is None else _Deferred(self.span, self.pending), result)
+            except Exception as exc:  # noqa: BLE001
+                log_once(f"{self.plan.name}: result", exc)
 
     def failed(self, exc: BaseException) -> None:
+        try:
+            self._failed(exc)
+        except Exception as error:  # noqa: BLE001 - AG2's exception must propagate, never one of ours
+            log_once(f"{self.plan.name}: error", error)
+
+    def _failed(self, exc: BaseException) -> None:
         span = self.span
         outcome = self.plan.expected.get(type(exc).__name__)
         if outcome is not None:
             span.set_attribute(k.AG2_OUTCOME, outcome)
             return
         span.set_attribute(k.ERROR_TYPE, type(exc).__qualname__)
-        span.record_exception(exc, escaped=True)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {str(exc)[:256]}"))
+        # The SDK's span.record_exception calls str(exc) (which may raise) and records message and traceback unbounded
+        # (a provider error can quote megabytes of prompt, lone surrogates included): the same event, bounded and safe.
+        limit = self.tel.limits.max_content_chars
+        message = _exception_message(exc)
+        module, qualname = type(exc).__module__, type(exc).__qualname__
+        span.add_event("exception", {
+            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.message": to_text(message, limit),
+            "exception.stacktrace": to_text("".join(traceback.format_exception(exc)), limit),
+            "exception.escaped": "True",
+        })
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {to_text(message[:256], 256)}"))
 
     def close(self) -> None:
         if self.handoff is not None:
@@ -89,7 +120,41 @@ class _Open:
                 (otel_context.detach(token) if var is otel_context else var.reset(token))
             except Exception:  # a context switched under us (generator, callback): keep going, end the span
                 pass
+        if self.pending:
+            try:
+                self.span.set_attributes(self.pending)
+            except Exception as exc:  # noqa: BLE001
+                log_once(f"{self.plan.name}: attributes", exc)
         self.span.end()
+
+
+class _Deferred:
+    """The span as a plan's ``on_result`` sees it when content is pending: attributes join the pending ones (set on
+    the span in one call when it closes, before it ends); everything else goes to the span."""
+
+    __slots__ = ("span", "attributes")
+
+    def __init__(self, span: Any, attributes: dict[str, Any]) -> None:
+        self.span, self.attributes = span, attributes
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, attributes: Any) -> None:
+        self.attributes.update(attributes)
+
+    def is_recording(self) -> bool:
+        return self.span.is_recording()
+
+    def __getattr__(self, name: str) -> Any:  # set_status, add_event, record_exception, get_span_context, ...
+        return getattr(self.span, name)
+
+
+def _exception_message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+        return f"<unprintable {type(exc).__name__}>"
 
 
 def _open(tel: Telemetry, factory: Callable[..., Plan | None], instance: Any, args: tuple, kwargs: dict) -> _Open | None:
@@ -99,8 +164,6 @@ def _open(tel: Telemetry, factory: Callable[..., Plan | None], instance: Any, ar
     try:
         return _Open(tel, plan)
     except Exception as exc:  # noqa: BLE001
-        from .telemetry import log_once
-
         log_once(f"{plan.name}: start", exc)
         return None
 
@@ -151,9 +214,9 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) 
 
 def _conversation_result(tel: Telemetry) -> Callable[[Any, Any], None]:
     def on_result(span, result):
-        span.set_attributes(extract.chat_result(result))
-        if tel.content:
-            tel.set_content(span, extract.chat_result_content(result, tel.limits.max_content_chars))
+        content = (tel.safe("conversation: output content", extract.chat_result_content, result,
+                            tel.limits.max_content_chars) if tel.wants_content(span) else None)
+        tel.set_with_content(span, extract.chat_result(result), content)
 
     return on_result
 
@@ -317,7 +380,7 @@ def _plan_turn(tel: Telemetry, agent, args, kwargs, is_async: bool) -> Plan | No
     max_chars = tel.limits.max_content_chars
 
     def on_result(span, reply):
-        if tel.content:
+        if tel.wants_content(span):
             tel.set_content(span, extract.reply_content(reply, max_chars))
 
     return Plan(
@@ -369,9 +432,9 @@ def llm_wrapper(tel: Telemetry) -> Wrapper:
             total = extract.usage_fingerprint(getattr(wrapper_obj, "total_usage_summary", None))
             if total != before[1]:
                 result_attrs[k.AG2_CACHE_HIT] = actual == before[0]
-            span.set_attributes(result_attrs)
-            if tel.content:
-                tel.set_content(span, extract.llm_response_content(response, limits.max_content_chars))
+            content = (tel.safe("llm: output content", extract.llm_response_content, response, limits.max_content_chars)
+                       if tel.wants_content(span) else None)
+            tel.set_with_content(span, result_attrs, content)  # one set_attributes call for both
             _record_metrics(tel, attrs, result_attrs, started)
 
         return Plan(
@@ -435,7 +498,7 @@ def plan_execute_function(tel: Telemetry, agent, args, kwargs) -> Plan:
             # AG2 catches the tool's exception and reports it as content: the span still says it failed
             span.set_attribute(k.ERROR_TYPE, "ToolExecutionError")
             span.set_status(Status(StatusCode.ERROR, "tool execution failed"))
-        if tel.content:
+        if tel.wants_content(span):
             tel.set_content(span, extract.tool_result_content(payload, max_chars))
 
     return Plan(

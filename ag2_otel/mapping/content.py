@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,10 +59,100 @@ def render(value: Any, budget: _Budget | int = DEFAULT_MAX_CHARS, _depth: int = 
     """A JSON-safe copy of ``value`` within ``budget`` characters of string content."""
     if isinstance(budget, int):
         budget = _Budget(budget)
+    return _render(value, budget, _depth, _path if _path is not None else set())
+
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63
+
+
+def _render(value: Any, budget: _Budget, depth: int, path: set[int]) -> Any:
+    """render() proper. Exact builtin types (what AG2 messages are made of) take fast paths with the same result as
+    the general path below; anything else (subclasses, pydantic models, objects) goes the general way."""
+    kind = type(value)
+    if kind is str:
+        left = budget.left
+        if len(value) <= left:  # fits: what _Budget.take does without a cut
+            budget.left = left - len(value) - 8
+            return value
+        return budget.take(value)
+    if value is None or kind is bool:
+        return value
+    if kind is dict:
+        return _render_dict(value, budget, depth, path)
+    if kind is list:
+        return _render_list(value, budget, depth, path)
+    if kind is int:
+        return value if _INT_MIN <= value < _INT_MAX else budget.take(str(value))
+    return _render_other(value, budget, depth, path)
+
+
+def _render_dict(value: dict, budget: _Budget, depth: int, path: set[int]) -> Any:
+    if budget.left <= 0:
+        return "…[truncated]"
+    if depth >= _MAX_DEPTH:
+        return "…[truncated: nested deeper than %d]" % _MAX_DEPTH
+    ident = id(value)
+    if ident in path:
+        return "<cycle>"
+    path.add(ident)
+    try:
+        out: dict[str, Any] = {}
+        i = 0
+        for key, item in value.items():
+            if i >= _MAX_ITEMS or budget.left <= 0:
+                out["…"] = f"[{len(value) - i} more items]"
+                break
+            if not isinstance(key, str):  # the value is rendered first, then the key (as in ``out[k(key)] = v``)
+                rendered = _render(item, budget, depth + 1, path)
+                out[budget.take(_describe(key))] = rendered
+            elif type(item) is str and len(item) <= budget.left:
+                budget.left -= len(item) + 8
+                out[key] = item
+            else:
+                out[key] = _render(item, budget, depth + 1, path)
+            i += 1
+        return out
+    except Exception:
+        return budget.take(_describe(value))
+    finally:
+        path.discard(ident)
+
+
+def _render_list(value: list, budget: _Budget, depth: int, path: set[int]) -> Any:
+    if budget.left <= 0:
+        return "…[truncated]"
+    if depth >= _MAX_DEPTH:
+        return "…[truncated: nested deeper than %d]" % _MAX_DEPTH
+    ident = id(value)
+    if ident in path:
+        return "<cycle>"
+    path.add(ident)
+    try:
+        items = []
+        i = 0
+        for item in value:
+            if i >= _MAX_ITEMS or budget.left <= 0:
+                items.append(f"…[{len(value) - i} more items]")
+                break
+            if type(item) is str and len(item) <= budget.left:
+                budget.left -= len(item) + 8
+                items.append(item)
+            else:
+                items.append(_render(item, budget, depth + 1, path))
+            i += 1
+        return items
+    except Exception:
+        return budget.take(_describe(value))
+    finally:
+        path.discard(ident)
+
+
+def _render_other(value: Any, budget: _Budget, _depth: int, path: set[int]) -> Any:
+    """The general path: every type, subclasses included."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else budget.take(str(value))
+        return value if _INT_MIN <= value < _INT_MAX else budget.take(str(value))
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
@@ -72,7 +163,6 @@ def render(value: Any, budget: _Budget | int = DEFAULT_MAX_CHARS, _depth: int = 
         return "…[truncated]"
     if _depth >= _MAX_DEPTH:
         return "…[truncated: nested deeper than %d]" % _MAX_DEPTH
-    path = _path if _path is not None else set()
     if id(value) in path:
         return "<cycle>"
     if hasattr(value, "model_dump") and not isinstance(value, type):
@@ -88,7 +178,8 @@ def render(value: Any, budget: _Budget | int = DEFAULT_MAX_CHARS, _depth: int = 
                 if i >= _MAX_ITEMS or budget.left <= 0:
                     out["…"] = f"[{len(value) - i} more items]"
                     break
-                out[key if isinstance(key, str) else budget.take(_describe(key))] = render(item, budget, _depth + 1, path)
+                out[key if isinstance(key, str) else budget.take(_describe(key))] = _render(item, budget, _depth + 1,
+                                                                                           path)
             return out
         except Exception:
             return budget.take(_describe(value))
@@ -102,7 +193,7 @@ def render(value: Any, budget: _Budget | int = DEFAULT_MAX_CHARS, _depth: int = 
                 if i >= _MAX_ITEMS or budget.left <= 0:
                     items.append(f"…[{len(value) - i} more items]")
                     break
-                items.append(render(item, budget, _depth + 1, path))
+                items.append(_render(item, budget, _depth + 1, path))
             return items
         except Exception:
             return budget.take(_describe(value))
@@ -215,7 +306,130 @@ def _genai_message(message: Any, default_role: str) -> dict[str, Any]:
 
 def messages_json(messages: Sequence[Any], max_chars: int, default_role: str = "user") -> str:
     """A list of AG2 messages as a bounded GenAI ``gen_ai.input.messages`` JSON string."""
+    if max_chars > 0:
+        try:
+            return _messages_json_cached(messages, max_chars, default_role)
+        except Exception:  # noqa: BLE001 - the plain path below gives the same answer (or its own fallback)
+            pass
     return to_json([genai_message(m, default_role) for m in messages], max_chars)
+
+
+# --- the message cache ------------------------------------------------------------------------------------------------
+# AG2 sends the same message dicts to the model again on every call (the history grows by reference), and we record
+# up to AG2_OTEL_MAX_MESSAGES of them per call: each message's JSON is rendered once and reused while the message
+# is unchanged. An entry holds a reference to the message (so its id() cannot be reused while the entry lives) and a
+# snapshot of its value, compared with ``==`` on every hit (dicts are mutable: AG2 pops keys, hooks edit messages).
+# Only messages made of exact dict/list/str/None are cached (for those, ``==`` equal means the same rendering); any
+# number, bool, model object, subclass, cycle or oversized message is rendered every time, as before.
+#
+# The cached fragment is exactly what the shared-budget rendering of the whole list produces for that message when
+# the budget left before it exceeds the message's cost (the budget it consumes): then no string is cut and no
+# container is cut short, whatever the budget was. A message whose rendering was cut is never cached.
+
+_CACHE_ENTRIES = 256
+_SNAPSHOT_NODES = 512  # containers + strings in one cached message
+_SNAPSHOT_CHARS = 65536  # string characters in one cached message (bounds the memory an entry keeps alive)
+_cache: dict[tuple[int, str], tuple[Any, Any, str, int]] = {}  # (id, role) -> (message, snapshot, fragment, cost)
+_cache_lock = threading.Lock()
+
+
+class _NotCacheable(Exception):
+    pass
+
+
+def _snapshot(value: Any) -> Any:
+    """A copy of ``value``'s containers sharing its strings; _NotCacheable unless exact dict/list/str/None only."""
+    budget = [_SNAPSHOT_NODES, _SNAPSHOT_CHARS]
+
+    def copy(item: Any, depth: int) -> Any:
+        kind = type(item)
+        budget[0] -= 1
+        if budget[0] < 0 or depth > _MAX_DEPTH:
+            raise _NotCacheable
+        if kind is str:
+            budget[1] -= len(item)
+            if budget[1] < 0:
+                raise _NotCacheable
+            return item
+        if item is None:
+            return None
+        if kind is dict:
+            out = {}
+            for key, sub in item.items():
+                if type(key) is not str:
+                    raise _NotCacheable
+                out[key] = copy(sub, depth + 1)
+            return out
+        if kind is list:
+            return [copy(sub, depth + 1) for sub in item]
+        raise _NotCacheable
+
+    return copy(value, 0)
+
+
+def _dumps(rendered: Any) -> str:
+    return _valid_utf8(json.dumps(rendered, ensure_ascii=False, separators=(",", ":")))
+
+
+def _messages_json_cached(messages: Sequence[Any], max_chars: int, default_role: str) -> str:
+    """messages_json() with per-message fragments from the cache: the same string as
+    ``to_json([genai_message(m, default_role) for m in messages], max_chars)``."""
+    budget = _Budget(max_chars)
+    cache = _cache
+    fragments = []
+    total = len(messages)
+    for i, message in enumerate(messages):
+        if i >= _MAX_ITEMS or budget.left <= 0:  # as render() cuts the list
+            fragments.append(_dumps(f"…[{total - i} more items]"))
+            break
+        key = (id(message), default_role)
+        entry = cache.get(key)
+        if entry is not None and entry[0] is message and entry[3] < budget.left and message == entry[1]:
+            fragments.append(entry[2])
+            budget.left -= entry[3]
+            continue
+        left = budget.left
+        fragment = _dumps(_render(genai_message(message, default_role), budget, 1, set()))
+        fragments.append(fragment)
+        cost = left - budget.left
+        if cost < left:  # nothing was cut: the fragment holds for any budget above its cost
+            try:
+                snapshot = _snapshot(message)
+            except _NotCacheable:
+                continue
+            with _cache_lock:
+                cache.pop(key, None)
+                cache[key] = (message, snapshot, fragment, cost)
+                while len(cache) > _CACHE_ENTRIES:
+                    del cache[next(iter(cache))]
+    return "[" + ",".join(fragments) + "]"
+
+
+_texts: dict[tuple[int, int], tuple[str, str]] = {}  # (id(text), max_chars) -> (text, JSON)
+
+
+def instructions_json(text: Any, max_chars: int) -> str:
+    """``to_json([{"type": "text", "content": text}], max_chars)``: an agent's system message as
+    ``gen_ai.system_instructions``. Strings are immutable: the JSON of one is kept while the entry holds it."""
+    if type(text) is not str:
+        return to_json([{"type": "text", "content": text}], max_chars)
+    key = (id(text), max_chars)
+    entry = _texts.get(key)
+    if entry is not None and entry[0] is text:
+        return entry[1]
+    out = to_json([{"type": "text", "content": text}], max_chars)
+    with _cache_lock:
+        if len(_texts) >= 64:
+            _texts.clear()
+        _texts[key] = (text, out)
+    return out
+
+
+def clear_cache() -> None:
+    """Forget every cached rendering (tests; memory)."""
+    with _cache_lock:
+        _cache.clear()
+        _texts.clear()
 
 
 def output_messages_json(messages: Sequence[Any], finish_reasons: Sequence[str | None], max_chars: int) -> str:
