@@ -4,6 +4,10 @@ render() takes fast paths for exact dict/list/str/int, and messages_json() reuse
 calls (AG2 sends the same message dicts to the model on every call). Both are checked against a copy of the plain
 algorithm (``reference_*`` below, the serializer as it was before the fast paths): same string, for any value,
 budget, message mutation, and across calls that share messages.
+
+The reference charges the budget as the serializer does since every value costs something (so that the budget
+bounds the work of a rendering, not only its output): ``_COST`` per number, None, bool, bytes and container (a
+container after its ``budget.left <= 0`` check), and dict keys are charged and cut like string values, key first.
 """
 
 from __future__ import annotations
@@ -28,18 +32,26 @@ from ag2_otel.mapping.content import (
 def reference_render(value: Any, budget: Any = content.DEFAULT_MAX_CHARS, _depth: int = 0, _path: set | None = None):
     if isinstance(budget, int):
         budget = _Budget(budget)
+    cost = content._COST
     if value is None or isinstance(value, bool):
+        budget.left -= cost
         return value
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else budget.take(str(value))
+        if -(2**63) <= value < 2**63:
+            budget.left -= cost
+            return value
+        return budget.take(str(value))
     if isinstance(value, float):
+        budget.left -= cost
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
         return budget.take(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        budget.left -= cost
         return f"<bytes len={len(value)}>"
     if budget.left <= 0:
         return "…[truncated]"
+    budget.left -= cost
     if _depth >= content._MAX_DEPTH:
         return "…[truncated: nested deeper than %d]" % content._MAX_DEPTH
     path = _path if _path is not None else set()
@@ -58,8 +70,8 @@ def reference_render(value: Any, budget: Any = content.DEFAULT_MAX_CHARS, _depth
                 if i >= content._MAX_ITEMS or budget.left <= 0:
                     out["…"] = f"[{len(value) - i} more items]"
                     break
-                out[key if isinstance(key, str) else budget.take(_describe(key))] = reference_render(
-                    item, budget, _depth + 1, path)
+                key = budget.take(key if isinstance(key, str) else _describe(key))
+                out[key] = reference_render(item, budget, _depth + 1, path)
             return out
         except Exception:
             return budget.take(_describe(value))

@@ -639,11 +639,9 @@ EXPECTED_TOKENS = {
     "usage_missing": None, "usage_null": None, "usage_empty": None, "usage_negative": None,
     "usage_numeric_strings": (12, 3), "usage_words": None,
 }
-KNOWN_BUGS = {
-    "usage_missing": "extract.llm_response falls back to OpenAIClient.get_usage, which reports 0 for a missing usage",
-    "usage_null": "extract.llm_response falls back to OpenAIClient.get_usage, which reports 0 for a null usage",
-    "usage_negative": "extract._usage_numbers records any int, negative counts included",
-}
+# case -> why it still fails (a strict xfail: it turns red once fixed). Fixed: usage_missing / usage_null (llm_response
+# asked OpenAIClient.get_usage, which reports 0 for a missing or null usage) and usage_negative (any int was a count).
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [
@@ -667,11 +665,10 @@ def test_openai_server_malformed_usage(case, traced, span_exporter, caplog):
         assert value is None or (type(value) is int and value >= 0)
 
 
-# --- known gaps: shapes and identifiers our bounds do not cover yet (strict xfail: they turn red once fixed) -----------
+# --- shapes and identifiers our bounds once missed ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="BUG content.py render(): dict keys are never truncated nor charged to the "
-                   "budget, so a 10 MB key lands whole in gen_ai.tool.call.result / gen_ai.input.messages")
 def test_tool_result_with_a_ten_megabyte_dict_key(traced, span_exporter, caplog):
+    """Dict keys are charged to the budget and cut like values (they once landed whole in the attribute)."""
     value = {BIG: "v"}
     script = [Step(tool_calls=[ToolCall("probe", {"x": "go"}, id="call-1")]), Step(text="done")]
 
@@ -684,9 +681,8 @@ def test_tool_result_with_a_ten_megabyte_dict_key(traced, span_exporter, caplog)
     check_spans(started, spans, caplog)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG content.py render(): numbers, None, bools and containers cost nothing from "
-                   "the budget, so 200 x 200 ints render to ~80 KB (and [[...]*200]*200 nested 4 deep never finishes)")
 def test_tool_result_with_many_numbers(traced, span_exporter, caplog):
+    """Numbers, None, bools and containers cost budget too (200 x 200 ints once rendered to ~80 KB)."""
     value = [[0] * 200] * 200
     script = [Step(tool_calls=[ToolCall("probe", {"x": "go"}, id="call-1")]), Step(text="done")]
 
@@ -697,6 +693,31 @@ def test_tool_result_with_many_numbers(traced, span_exporter, caplog):
     baseline, traced_run, started, spans = differential(traced, span_exporter, chat)
     assert baseline.raised is None
     check_spans(started, spans, caplog)
+
+
+def _shared_lists(width: int, depth: int, leaf: Any = 0) -> list:
+    """A list of ``width`` references to one shared list, ``depth`` levels deep: width**depth leaves, little memory."""
+    value: Any = [leaf] * width
+    for _ in range(depth - 1):
+        value = [value] * width
+    return value
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("leaf", [0, None, True, 1.5, "", [], {}])
+def test_render_work_is_bounded_by_the_budget(leaf):
+    """200 references to one shared list, 4 deep (200**4 = 1.6e9 leaves, no cycle): rendering once walked all of them
+    and hung the traced program. Every value visited costs budget now, so the walk stops at the cap, visibly."""
+    from ag2_otel.mapping.content import to_json, to_text
+
+    value = _shared_lists(200, 4, leaf)
+    for text in (to_json(value, CAP), to_text({"value": value}, CAP), to_json({"k" * 10: value}, CAP)):
+        assert len(text) <= CAP + 256, len(text)  # the cap plus a few omission markers
+        rendered = json.loads(text)
+        assert isinstance(rendered, (list, dict))
+        assert "…[" in text  # the cut is visible
+    grid = to_json([[0] * 200] * 200, CAP)
+    assert len(grid) <= CAP and "more items]" in grid
 
 
 def test_model_chosen_tool_name_is_bounded_by_ag2(traced, span_exporter, caplog):
@@ -715,9 +736,8 @@ def test_model_chosen_tool_name_is_bounded_by_ag2(traced, span_exporter, caplog)
     assert len(tool.attributes[k.TOOL_NAME]) == 64 and tool.status.status_code is StatusCode.ERROR
 
 
-@pytest.mark.xfail(strict=True, reason="BUG extract.py tool_call(): gen_ai.tool.call.id = str(call_id) is neither "
-                   "bounded nor made valid UTF-8; the id comes from the model")
 def test_model_chosen_tool_call_id(traced, span_exporter, caplog):
+    """gen_ai.tool.call.id comes from the model: bounded (~256 chars) and made valid UTF-8."""
     call_id = "call-" + "i" * 1_000_000 + "\ud800"
     script = [Step(tool_calls=[ToolCall("probe", {"x": "go"}, id=call_id)]), Step(text="done")]
 
@@ -728,13 +748,58 @@ def test_model_chosen_tool_call_id(traced, span_exporter, caplog):
     baseline, traced_run, started, spans = differential(traced, span_exporter, chat)
     assert baseline.raised is None
     check_spans(started, spans, caplog)
+    (tool,) = by_name(spans, "execute_tool probe")
+    recorded = tool.attributes[k.TOOL_CALL_ID]
+    assert recorded.startswith("call-iii") and len(recorded) <= 300 and "…[truncated " in recorded
 
 
-@pytest.mark.xfail(strict=True, reason="BUG extract.py llm_response(): gen_ai.response.id / gen_ai.response.model / "
-                   "finish_reasons are copied from the server's answer unbounded and without UTF-8 repair")
 def test_openai_server_hostile_response_metadata(traced, span_exporter, caplog):
+    """gen_ai.response.id / .model / .finish_reasons come from the server: bounded (~256 chars) and valid UTF-8."""
     body = completion("fine", model="m" * 1_000_000 + "\ud800", finish_reason="stop" + "s" * 1_000_000)
     body["id"] = "chatcmpl-" + "z" * 1_000_000
     baseline, traced_run, started, spans, requests, _ = stub_differential(traced, span_exporter, [Reply(body=body)])
     assert traced_run.raised is None
     check_spans(started, spans, caplog)
+    (llm,) = by_name(spans, "chat gpt-4o-mini")
+    for key, head in ((k.RESPONSE_ID, "chatcmpl-zzz"), (k.RESPONSE_MODEL, "mmm")):
+        assert llm.attributes[key].startswith(head) and len(llm.attributes[key]) <= 300, key
+    (reason,) = llm.attributes[k.RESPONSE_FINISH_REASONS]
+    assert reason.startswith("stopsss") and len(reason) <= 300
+
+
+class _Response:
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+class _UsageClient:
+    @staticmethod
+    def get_usage(response):
+        return {"prompt_tokens": 7, "completion_tokens": 2}
+
+
+@pytest.mark.parametrize("usage, expected", [
+    ({"prompt_tokens": 3, "completion_tokens": 4}, (3, 4)),
+    ({"input_tokens": 0, "output_tokens": 0}, (0, 0)),
+    ({"prompt_tokens": -1, "completion_tokens": -9}, (None, None)),
+    ({"prompt_tokens": True, "completion_tokens": False}, (None, None)),
+    ({"prompt_tokens": 2**63, "completion_tokens": 1.0}, (None, None)),  # beyond OTLP int64; a float is no count
+    ({"prompt_tokens": "12", "completion_tokens": None}, (None, None)),
+    ({}, (None, None)),
+    (None, (None, None)),
+])
+def test_usage_numbers_are_plain_non_negative_ints(usage, expected):
+    from ag2_otel.instrumentation.extract import llm_response
+
+    wrapper = _Response(_clients=[_UsageClient()])
+    usage_value = usage if usage is None else dict(usage, prompt_tokens_details={"cached_tokens": -3},
+                                                   cache_creation_input_tokens=True,
+                                                   completion_tokens_details={"reasoning_tokens": -1})
+    attrs = llm_response(wrapper, _Response(model="m", id="r", choices=[], usage=usage_value))
+    assert (attrs.get(k.USAGE_INPUT_TOKENS), attrs.get(k.USAGE_OUTPUT_TOKENS)) == expected
+    for key in (k.USAGE_CACHE_READ_INPUT_TOKENS, k.USAGE_CACHE_CREATION_INPUT_TOKENS,
+                k.USAGE_REASONING_OUTPUT_TOKENS):
+        assert key not in attrs
+    # only a response with no usage attribute at all asks the client (as a custom ModelClient's may need)
+    attrs = llm_response(wrapper, _Response(model="m", id="r", choices=[]))
+    assert (attrs[k.USAGE_INPUT_TOKENS], attrs[k.USAGE_OUTPUT_TOKENS]) == (7, 2)

@@ -30,6 +30,34 @@ _REQUEST_PARAMS = {
 }
 
 
+_MAX_ID_CHARS = 256  # ids, model names, finish reasons: from the model server, bounded and made valid UTF-8
+
+
+def _short_text(value: Any) -> str:
+    """An identifier-like attribute value: str() of ``value`` (never raising), cut to _MAX_ID_CHARS, valid UTF-8."""
+    if not isinstance(value, str):
+        try:
+            value = str(value)
+        except Exception:  # noqa: BLE001 - a hostile __str__ must not break the trace
+            value = f"<unprintable {type(value).__name__}>"
+        if not isinstance(value, str):
+            value = f"<unprintable {type(value).__name__}>"
+    return to_text(value, _MAX_ID_CHARS)
+
+
+def _token_count(value: Any) -> int | None:
+    """A token count as a provider reports it: a non-bool int in [0, 2**63) (what an OTLP int64 holds), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return int(value)
+    return None
+
+
+def _has(obj: Any, name: str) -> bool:
+    if isinstance(obj, Mapping):
+        return name in obj
+    return hasattr(obj, name)
+
+
 def _get(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name, default)
@@ -220,20 +248,22 @@ def _usage_numbers(usage: Any) -> dict:
     out = _get(usage, "completion_tokens", None)
     if out is None:
         out = _get(usage, "output_tokens", None)
-    if isinstance(inp, int):
+    inp, out = _token_count(inp), _token_count(out)  # negative, bool, str, float: not a count, not recorded
+    if inp is not None:
         attrs[k.USAGE_INPUT_TOKENS] = inp
-    if isinstance(out, int):
+    if out is not None:
         attrs[k.USAGE_OUTPUT_TOKENS] = out
     cached = _get(_get(usage, "prompt_tokens_details", None), "cached_tokens", None)
     if cached is None:
         cached = _get(usage, "cache_read_input_tokens", None)
-    if isinstance(cached, int) and cached:
+    cached = _token_count(cached)
+    if cached:
         attrs[k.USAGE_CACHE_READ_INPUT_TOKENS] = cached
-    created = _get(usage, "cache_creation_input_tokens", None)
-    if isinstance(created, int) and created:
+    created = _token_count(_get(usage, "cache_creation_input_tokens", None))
+    if created:
         attrs[k.USAGE_CACHE_CREATION_INPUT_TOKENS] = created
-    reasoning = _get(_get(usage, "completion_tokens_details", None), "reasoning_tokens", None)
-    if isinstance(reasoning, int) and reasoning:
+    reasoning = _token_count(_get(_get(usage, "completion_tokens_details", None), "reasoning_tokens", None))
+    if reasoning:
         attrs[k.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
     return attrs
 
@@ -241,20 +271,22 @@ def _usage_numbers(usage: Any) -> dict:
 def llm_response(wrapper: Any, response: Any) -> dict:
     attrs: dict[str, Any] = {}
     model = _get(response, "model", None)
-    if isinstance(model, str):
-        attrs[k.RESPONSE_MODEL] = model
+    if isinstance(model, str):  # the server's strings: bounded and valid UTF-8, as content is
+        attrs[k.RESPONSE_MODEL] = _short_text(model)
     response_id = _get(response, "id", None)
     if isinstance(response_id, str):
-        attrs[k.RESPONSE_ID] = response_id
+        attrs[k.RESPONSE_ID] = _short_text(response_id)
     choices = _get(response, "choices", None) or []
-    reasons = [str(_get(c, "finish_reason", None)) for c in choices[:16] if _get(c, "finish_reason", None)]
+    reasons = [_short_text(_get(c, "finish_reason", None)) for c in choices[:16] if _get(c, "finish_reason", None)]
     if reasons:
         attrs[k.RESPONSE_FINISH_REASONS] = reasons
-    usage = _get(response, "usage", None)
-    if usage is not None:
-        attrs.update(_usage_numbers(usage))
-    if k.USAGE_INPUT_TOKENS not in attrs:
-        # a custom client whose response has no OpenAI-style usage: ask the client, as OpenAIWrapper itself does
+    if _has(response, "usage"):
+        # the response speaks for itself: a missing (None) or empty usage is recorded as no usage, never as 0 tokens
+        usage = _get(response, "usage", None)
+        if usage is not None:
+            attrs.update(_usage_numbers(usage))
+    else:
+        # a custom client whose response has no usage attribute at all: ask the client, as OpenAIWrapper itself does
         clients = getattr(wrapper, "_clients", None) or []
         index = _get(response, "config_id", 0) or 0
         if isinstance(index, int) and 0 <= index < len(clients):
@@ -292,8 +324,8 @@ def tool_call(agent: Any, func_call: Any, call_id: Any) -> tuple[str, dict]:
         k.TOOL_TYPE: "function",
         k.AG2_SPAN_TYPE: k.SPAN_TYPE_TOOL,
     }
-    if call_id is not None:
-        attrs[k.TOOL_CALL_ID] = str(call_id)
+    if call_id is not None:  # chosen by the model: bounded and valid UTF-8
+        attrs[k.TOOL_CALL_ID] = _short_text(call_id)
     for tool in getattr(agent, "_tools", None) or ():
         if getattr(tool, "name", None) == name and isinstance(getattr(tool, "description", None), str):
             attrs[k.TOOL_DESCRIPTION] = tool.description[:1024]

@@ -3,6 +3,11 @@
 Everything a user passes around can end up here: bytes, images, sets, objects whose ``__repr__`` raises, cycles,
 10 MB strings, lone surrogates, NaN. Rendering never raises, never walks more than a fixed budget of the value (so a
 huge history costs no more than a small one) and marks every cut with a visible ``…[truncated …]`` marker.
+
+The budget bounds the WORK of one rendering, not only its output: every value visited costs ``_COST`` characters on
+top of its text (a string its length, a dict key its length, a number, None, a bool or a container just ``_COST``),
+and once the budget is spent nothing more is visited. So a list of 200 references to one shared list nested 4 deep
+(200**4 leaves) costs no more than a string of ``max_chars`` characters.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ TRUNCATION_MARK = "…[truncated {n} chars]"
 DEFAULT_MAX_CHARS = 16384
 _MAX_DEPTH = 12
 _MAX_ITEMS = 200
+_COST = 8  # what every value visited costs from the budget, on top of its text
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -36,7 +42,7 @@ class _Budget:
 
     def take(self, text: str) -> str:
         limit = max(self.left, 0)
-        self.left -= min(len(text), limit) + 8  # +8: every value costs something, so deep junk still terminates
+        self.left -= min(len(text), limit) + _COST  # every value costs something, so deep junk still terminates
         return _truncate(text, limit)
 
 
@@ -56,7 +62,7 @@ def _describe(value: Any) -> str:
 
 
 def render(value: Any, budget: _Budget | int = DEFAULT_MAX_CHARS, _depth: int = 0, _path: set[int] | None = None) -> Any:
-    """A JSON-safe copy of ``value`` within ``budget`` characters of string content."""
+    """A JSON-safe copy of ``value`` within ``budget`` characters (string content plus ``_COST`` per value)."""
     if isinstance(budget, int):
         budget = _Budget(budget)
     return _render(value, budget, _depth, _path if _path is not None else set())
@@ -72,23 +78,26 @@ def _render(value: Any, budget: _Budget, depth: int, path: set[int]) -> Any:
     if kind is str:
         left = budget.left
         if len(value) <= left:  # fits: what _Budget.take does without a cut
-            budget.left = left - len(value) - 8
+            budget.left = left - len(value) - _COST
             return value
         return budget.take(value)
-    if value is None or kind is bool:
-        return value
     if kind is dict:
         return _render_dict(value, budget, depth, path)
     if kind is list:
         return _render_list(value, budget, depth, path)
-    if kind is int:
-        return value if _INT_MIN <= value < _INT_MAX else budget.take(str(value))
+    if value is None or kind is bool:
+        budget.left -= _COST
+        return value
+    if kind is int and _INT_MIN <= value < _INT_MAX:
+        budget.left -= _COST
+        return value
     return _render_other(value, budget, depth, path)
 
 
 def _render_dict(value: dict, budget: _Budget, depth: int, path: set[int]) -> Any:
     if budget.left <= 0:
         return "…[truncated]"
+    budget.left -= _COST
     if depth >= _MAX_DEPTH:
         return "…[truncated: nested deeper than %d]" % _MAX_DEPTH
     ident = id(value)
@@ -102,11 +111,13 @@ def _render_dict(value: dict, budget: _Budget, depth: int, path: set[int]) -> An
             if i >= _MAX_ITEMS or budget.left <= 0:
                 out["…"] = f"[{len(value) - i} more items]"
                 break
-            if not isinstance(key, str):  # the value is rendered first, then the key (as in ``out[k(key)] = v``)
-                rendered = _render(item, budget, depth + 1, path)
-                out[budget.take(_describe(key))] = rendered
-            elif type(item) is str and len(item) <= budget.left:
-                budget.left -= len(item) + 8
+            # the key first (charged and cut like a value), then the value
+            if type(key) is str and len(key) <= budget.left:
+                budget.left -= len(key) + _COST
+            else:
+                key = budget.take(key if isinstance(key, str) else _describe(key))
+            if type(item) is str and len(item) <= budget.left:
+                budget.left -= len(item) + _COST
                 out[key] = item
             else:
                 out[key] = _render(item, budget, depth + 1, path)
@@ -121,6 +132,7 @@ def _render_dict(value: dict, budget: _Budget, depth: int, path: set[int]) -> An
 def _render_list(value: list, budget: _Budget, depth: int, path: set[int]) -> Any:
     if budget.left <= 0:
         return "…[truncated]"
+    budget.left -= _COST
     if depth >= _MAX_DEPTH:
         return "…[truncated: nested deeper than %d]" % _MAX_DEPTH
     ident = id(value)
@@ -135,7 +147,7 @@ def _render_list(value: list, budget: _Budget, depth: int, path: set[int]) -> An
                 items.append(f"…[{len(value) - i} more items]")
                 break
             if type(item) is str and len(item) <= budget.left:
-                budget.left -= len(item) + 8
+                budget.left -= len(item) + _COST
                 items.append(item)
             else:
                 items.append(_render(item, budget, depth + 1, path))
@@ -150,17 +162,24 @@ def _render_list(value: list, budget: _Budget, depth: int, path: set[int]) -> An
 def _render_other(value: Any, budget: _Budget, _depth: int, path: set[int]) -> Any:
     """The general path: every type, subclasses included."""
     if value is None or isinstance(value, bool):
+        budget.left -= _COST
         return value
     if isinstance(value, int):
-        return value if _INT_MIN <= value < _INT_MAX else budget.take(str(value))
+        if _INT_MIN <= value < _INT_MAX:
+            budget.left -= _COST
+            return value
+        return budget.take(str(value))
     if isinstance(value, float):
+        budget.left -= _COST
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
         return budget.take(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
+        budget.left -= _COST
         return f"<bytes len={len(value)}>"
     if budget.left <= 0:
         return "…[truncated]"
+    budget.left -= _COST
     if _depth >= _MAX_DEPTH:
         return "…[truncated: nested deeper than %d]" % _MAX_DEPTH
     if id(value) in path:
@@ -178,8 +197,8 @@ def _render_other(value: Any, budget: _Budget, _depth: int, path: set[int]) -> A
                 if i >= _MAX_ITEMS or budget.left <= 0:
                     out["…"] = f"[{len(value) - i} more items]"
                     break
-                out[key if isinstance(key, str) else budget.take(_describe(key))] = _render(item, budget, _depth + 1,
-                                                                                           path)
+                key = budget.take(key if isinstance(key, str) else _describe(key))  # keys cost and are cut too
+                out[key] = _render(item, budget, _depth + 1, path)
             return out
         except Exception:
             return budget.take(_describe(value))
@@ -374,7 +393,7 @@ def _dumps(rendered: Any) -> str:
 def _messages_json_cached(messages: Sequence[Any], max_chars: int, default_role: str) -> str:
     """messages_json() with per-message fragments from the cache: the same string as
     ``to_json([genai_message(m, default_role) for m in messages], max_chars)``."""
-    budget = _Budget(max_chars)
+    budget = _Budget(max_chars - _COST)  # max_chars > 0: what _render_list charges for the list itself
     cache = _cache
     fragments = []
     total = len(messages)

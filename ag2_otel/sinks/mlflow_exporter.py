@@ -18,10 +18,10 @@ belongs to, so it uses the processor's finished-span assembly (:meth:`MlflowSpan
 - :meth:`shutdown` (the SDK calls it at exit, after the batch processor's last export) writes what is still waiting
   for a root as incomplete traces (tag ``ag2_otel.incomplete``) and waits (bounded) for MLflow's store writes.
 
-Writes happen on the batch processor's worker thread, so ``mlflow.get_last_active_trace_id()`` in the application
-does not see them and a trace is not nested under the application's active MLflow span; use ``ag2_otel.autolog()``
-(the span processor) for that. By default the exporter does not wait for each store write (the worker goes on with
-the next batch); ``force_flush``/``shutdown`` wait.
+Writes are handed to the store writer process like the span processor's (see ``writer_client.py``), from the batch
+processor's worker thread, so ``mlflow.get_last_active_trace_id()`` in the application does not see them and a
+trace is not nested under the application's active MLflow span; use ``ag2_otel.autolog()`` (the span processor) for
+that. ``force_flush``/``shutdown`` wait for the writer.
 
 Interpreter exit: the SDK shuts its provider down from an ``atexit`` handler, too late for MLflow's write path (see
 exit_hook.py), and a batch still queued at exit would only reach us then. So the constructor registers an early exit
@@ -29,9 +29,9 @@ hook that force-flushes the global TracerProvider while the interpreter is still
 then finds nothing queued. Bounded by the exporters' own timeouts (OTEL_EXPORTER_OTLP_TIMEOUT for OTLP).
 
 ``MLFLOW_ENABLE_OTLP_EXPORTER``: MLflow sends its OWN spans over OTLP instead of to the tracking store as soon as
-``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set, and this sink writes through MLflow's
-tracer: beside an OTLP exporter the MLflow traces would silently go to the collector instead of the store (and twice
-there). So, as ``autolog()`` does, the constructor sets ``MLFLOW_ENABLE_OTLP_EXPORTER=false`` when an OTLP endpoint
+``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set. The writer process stores our traces
+directly, but the in-process replay (Databricks, ``AG2_OTEL_MLFLOW_WRITER=inline``) goes through MLflow's tracer:
+beside an OTLP exporter those traces would silently go to the collector instead of the store (and twice there). So, as ``autolog()`` does, the constructor sets ``MLFLOW_ENABLE_OTLP_EXPORTER=false`` when an OTLP endpoint
 variable is set and neither it nor ``MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT`` is (an explicit choice is respected).
 MLflow reads it once, when its tracer provider is first set up (its first span), which under
 ``opentelemetry-instrument`` is after this constructor.

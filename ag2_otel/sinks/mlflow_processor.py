@@ -6,11 +6,13 @@ Add it to any ``TracerProvider``::
 
 ``on_start`` records which local root a span belongs to (a dict insert); ``on_end`` appends the finished span to that
 root's buffer. When a LOCAL root ends (a span whose parent is absent, remote, or not a span this processor saw start),
-the buffered tree is mapped (:func:`build_trace_record`) and replayed into MLflow on the thread that ended the root
-(so ``mlflow.get_last_active_trace_id()`` is our trace right after the conversation returns). MLflow stores it on its
-own background thread; by default we then wait (bounded by ``write_timeout``) until it is stored, so an immediate
-``mlflow.get_trace(...)`` cannot race the async write. Pass ``wait_for_write=False`` to return at once and call
-:meth:`MlflowSpanProcessor.flush` before reading instead.
+the buffered spans go, as they are, to the store writer process (``writer="process"``, the default; see
+``writer_client.py`` and ``store_writer.py``), which maps them (:func:`build_trace_record`) and stores the whole
+trace in one batched call, off this process's GIL. ``read_barrier.py`` makes ``mlflow.get_last_active_trace_id()``
+return it and MLflow reads in this process wait for it. ``writer="inline"`` (and, whatever the setting, Databricks,
+file stores and a trace nested under the user's active MLflow span) replays the mapped trace through MLflow's public
+tracing API on the thread that ended the root instead. ``wait_for_write=True`` makes the root's end wait (bounded by
+``write_timeout``) until the trace is stored.
 
 Never raises into the application: errors are counted, logged once (type only; details at DEBUG), and swallowed.
 
