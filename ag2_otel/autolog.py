@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -89,8 +89,12 @@ def autolog(
     log_traces_to_mlflow: bool | None = None,
     tracer_provider: TracerProvider | None = None,
     meter_provider: Any = None,
+    redact: Callable[[str, str], str | None] | None = None,
 ) -> None:
     """Trace AG2 to MLflow (and OTLP when configured). Safe to call more than once.
+
+    redact: ``redact(key, text) -> text | None``, run on every recorded content string (messages, tool arguments
+        and results, code, human input) before it is put on a span, so before any sink sees it; None drops it.
 
     capture_content: messages and tool arguments/results on spans; on by default here (MLflow users read them),
         else the argument, else OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
@@ -149,6 +153,7 @@ def autolog(
             instrumentor.uninstrument()  # re-instrument: the capture mode or provider may have changed
         limits = Limits(max_content_chars=settings.max_content_chars, max_messages=settings.max_messages)
         instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider, capture_content=capture,
+                                redact=redact,
                                 limits=limits)
         instrumentor.telemetry.conversation_hook = _mlflow_ag2_logger_started_later
 

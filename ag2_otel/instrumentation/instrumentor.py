@@ -53,9 +53,11 @@ def _wrapped_event_class(cls: type) -> type | None:
 class Ag2Instrumentor(BaseInstrumentor):
     """Traces AG2 classic (``autogen``) with OpenTelemetry GenAI spans.
 
-    ``Ag2Instrumentor().instrument(tracer_provider=None, meter_provider=None, capture_content=None)``;
+    ``Ag2Instrumentor().instrument(tracer_provider=None, meter_provider=None, capture_content=None, redact=None)``;
     capture_content: bool, a mode name (NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT) or None for the
     OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT variable; off by default, as in OpenTelemetry.
+    redact: ``redact(key, text) -> text | None`` applied to every recorded content string before it is set on a
+    span (None drops it; a hook that raises drops it too).
     """
 
     def __init__(self) -> None:
@@ -76,6 +78,7 @@ class Ag2Instrumentor(BaseInstrumentor):
             meter_provider=kwargs.get("meter_provider"),
             capture=capture,
             limits=kwargs.get("limits") or Limits.from_env(),
+            redact=kwargs.get("redact"),
         )
         self.telemetry = tel
         for target in TARGETS:

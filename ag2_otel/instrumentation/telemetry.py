@@ -47,7 +47,7 @@ class Limits:
 
 class Telemetry:
     def __init__(self, tracer_provider=None, meter_provider=None, capture: ContentCapture = ContentCapture.NO_CONTENT,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, redact: Callable[[str, str], str | None] | None = None) -> None:
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
         self.duration = meter.create_histogram(
@@ -62,6 +62,30 @@ class Telemetry:
         self.content = capture.enabled
         self.limits = limits or Limits()
         self.conversation_hook: Callable[[], None] | None = None  # autolog's check, once per conversation start
+        self.redact = redact
+
+    def scrub(self, content: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The user's redaction hook over every content string, before it reaches a span (so before any export).
+
+        ``redact(key, value)`` returns the text to record, or None to drop the attribute. A hook that raises drops
+        the attribute (fail closed: a broken redactor must not let the text through) and is logged once.
+        """
+        redact = self.redact
+        if redact is None or not content:
+            return content
+        out: dict[str, Any] = {}
+        for key, value in content.items():
+            if not isinstance(value, str):
+                out[key] = value  # counts and flags, not text
+                continue
+            try:
+                new = redact(key, value)
+            except Exception as exc:  # noqa: BLE001
+                log_once("redact", exc)
+                continue
+            if new is not None:
+                out[key] = new if isinstance(new, str) else str(new)
+        return out
 
     def safe(self, site: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run one of our attribute builders; on failure log once and carry on with nothing."""
@@ -78,6 +102,7 @@ class Telemetry:
     def set_with_content(self, span, attributes: dict[str, Any], content: dict[str, Any] | None) -> None:
         """``span.set_attributes(attributes)`` then ``set_content(span, content)``, in one call when both go on the
         span (each set_attributes call takes the span's lock and re-checks its state)."""
+        content = self.scrub(content)
         if content and self.content_on_spans and not self.content_on_events:
             span.set_attributes({**attributes, **content})
             return
@@ -88,6 +113,7 @@ class Telemetry:
 
     def set_content(self, span, attributes: dict[str, Any]) -> None:
         """Content attributes go on the span, on a span event, or both, as the capture mode says."""
+        attributes = self.scrub(attributes)
         if not attributes:
             return
         if self.content_on_spans:

@@ -75,7 +75,7 @@ class _Open:
                 log_once(f"{plan.name}: content", exc)
                 attributes = None
             if attributes and tel.content_on_spans and not tel.content_on_events:
-                self.pending = attributes  # with what the result adds: one set_attributes call on the span
+                self.pending = tel.scrub(attributes)  # with what the result adds: one set_attributes call
             elif attributes:
                 tel.set_content(self.span, attributes)
 
