@@ -398,7 +398,7 @@ class MlflowSpanProcessor(SpanProcessor):
             self._extra_metadata = _source_metadata()
         message = (destination, buffer.trace_id, root.context.span_id if root is not None else None, complete,
                    buffer.dropped, self._extra_metadata, self._retry_timeout)
-        if not self._store.submit(trace_id, message, spans):
+        if not self._store.submit(trace_id, message, spans, wait=None if complete else self._write_timeout):
             return False
         with self._lock:
             self._stats.traces_written += 1

@@ -92,12 +92,15 @@ class StoreWriterClient:
     def available(self) -> bool:
         return self._available and not self._closed and self.pid == os.getpid()
 
-    def submit(self, trace_id: str, message: tuple, spans: list) -> bool:
+    def submit(self, trace_id: str, message: tuple, spans: list, wait: float | None = None) -> bool:
         """Queue one trace. ``message`` is ``(destination, otel_trace_id, root_span_id, complete, dropped,
-        extra_metadata, retry_timeout)`` (see store_writer). False: no writer process, write it yourself."""
+        extra_metadata, retry_timeout)`` (see store_writer). False: no writer process, write it yourself. ``wait``:
+        seconds to wait for room when the queue is full (shutdown), else a full queue drops the trace at once."""
         with self._cv:
             if not self.available:
                 return False
+            if wait and len(self._queue) >= self._max_queued:  # shutdown: room may come within the exit budget
+                self._cv.wait_for(lambda: len(self._queue) < self._max_queued, wait)
             if len(self._queue) >= self._max_queued:
                 self._stats.traces_dropped += 1
                 self._warn_once("queue", "ag2_otel: %d traces are waiting for the MLflow store writer "
@@ -215,6 +218,7 @@ class StoreWriterClient:
                 if not self._queue:
                     return
                 item = self._queue.popleft()
+                self._cv.notify_all()  # room in the queue (a shutdown submit may be waiting for it)
             conn = self._ensure_child()
             if conn is None:
                 self._settle(item.seq, item.trace_id, "WriterUnavailable")
