@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 from opentelemetry import trace
@@ -64,13 +65,16 @@ class _State:
     console: _Switchable | None = None
     created_provider = False
     exit_hook = False
+    exit_timeout = config.DEFAULT_EXIT_FLUSH_TIMEOUT
 
 
 def _sdk_provider() -> tuple[TracerProvider, bool]:
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current, False
-    provider = TracerProvider()
+    # Our exit hook shuts it down within AG2_OTEL_EXIT_FLUSH_TIMEOUT; the SDK's own atexit shutdown would wait for
+    # every pending OTLP batch (retries included) however long an unreachable collector takes.
+    provider = TracerProvider(shutdown_on_exit=False)
     trace.set_tracer_provider(provider)
     # set_tracer_provider refuses to override silently: tell whoever comes after which provider won
     if trace.get_tracer_provider() is not provider:
@@ -130,10 +134,6 @@ def autolog(
                     write_timeout=settings.exit_flush_timeout, writer=settings.mlflow_writer,
                     max_traces=settings.max_traces, retry_timeout=settings.mlflow_retry_timeout))
                 provider.add_span_processor(_State.mlflow)
-                if not _State.exit_hook:
-                    # a provider the user owns may never be shut down: unfinished traces must still reach MLflow
-                    register_exit_flush(_at_exit)
-                    _State.exit_hook = True
             _State.mlflow.enabled = True
         elif _State.mlflow is not None:
             _State.mlflow.enabled = False
@@ -146,6 +146,12 @@ def autolog(
         if _State.created_provider and settings.console_enabled and _State.console is None:
             _State.console = _Switchable(SimpleSpanProcessor(ConsoleSpanExporter()))
             provider.add_span_processor(_State.console)
+        _State.exit_timeout = settings.exit_flush_timeout
+        if not _State.exit_hook:
+            # a provider the user owns may never be shut down: unfinished traces must still reach MLflow; ours is
+            # created without the SDK's unbounded atexit shutdown
+            register_exit_flush(_at_exit)
+            _State.exit_hook = True
 
         _disable_mlflow_ag2_autolog()
         instrumentor = Ag2Instrumentor()
@@ -208,11 +214,24 @@ def _disable_mlflow_ag2_autolog() -> None:
 
 
 def _at_exit() -> None:
-    """Interpreter exit: write traces whose root never ended (marked incomplete), bounded by the write timeout."""
+    """Interpreter exit, bounded by AG2_OTEL_EXIT_FLUSH_TIMEOUT in all: write traces whose root never ended (marked
+    incomplete) and wait for the MLflow writer, then shut our provider down (the last OTLP batches) on a helper thread
+    we stop waiting for at the deadline."""
+    deadline = time.monotonic() + _State.exit_timeout
     if _State.mlflow is not None and _State.mlflow.enabled:
         _State.mlflow.inner.shutdown()
-    if _State.otlp is not None and _State.otlp.enabled:
-        _State.otlp.force_flush()
+    if _State.created_provider and _State.provider is not None:
+        finish = _State.provider.shutdown
+    elif _State.otlp is not None and _State.otlp.enabled:
+        finish = _State.otlp.force_flush
+    else:
+        return
+    worker = threading.Thread(target=finish, name="ag2-otel-exit-flush", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if worker.is_alive():
+        logger.warning("ag2-otel: spans still being exported at exit after AG2_OTEL_EXIT_FLUSH_TIMEOUT=%ss; the rest "
+                       "is dropped", _State.exit_timeout)
 
 
 def flush(timeout: float | None = 30.0) -> bool:
