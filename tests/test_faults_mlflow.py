@@ -98,3 +98,35 @@ def test_server_down_at_start_then_killed_and_restarted(tmp_path, instrument, tr
     finally:
         server.stop()
         mlflow.set_tracking_uri(previous_uri)
+
+
+def test_writer_process_killed_is_restarted(tmp_path, instrument, tracer_provider, monkeypatch):
+    """The store writer process dies (SIGKILL): the next trace starts a new one and is stored; nothing raises."""
+    import os
+    import signal
+
+    for leftover in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(leftover, raising=False)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # a bound no other test uses: this test's own writer process, which it may kill
+    processor = MlflowSpanProcessor(max_traces=977)
+    tracer_provider.add_span_processor(processor)
+    instrument(capture_content=True)
+    try:
+        first, wall = [], []
+        _chat(first, wall)
+        assert processor.flush(timeout=120)
+        child = processor._store._proc  # the process under test; no public handle on purpose
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=20)
+        after = []
+        _chat(after, wall)
+        assert processor.flush(timeout=120)
+        client = MlflowClient(tracking_uri=mlflow.get_tracking_uri())
+        assert _stored(client, first[0]) and _stored(client, after[0])
+        stats = processor.stats
+        assert stats["restarts"] == 1 and stats["traces_stored"] == 2 and stats["traces_failed"] == 0
+        assert processor._store._proc.pid != child.pid
+    finally:
+        mlflow.set_tracking_uri(previous_uri)

@@ -380,7 +380,9 @@ def test_collector_down_at_start_then_started(protocol, collector, sink, start_a
     # force_flush ignores its timeout (SDK TODO #4568): it takes as long as the pending batches' retries, each bounded
     # by OTEL_EXPORTER_OTLP_TIMEOUT
     assert flushed_down["wall_s"] <= 3 * timeout_s + SLACK_S, flushed_down
-    assert exit_s <= 3 * timeout_s + SLACK_S, exit_s
+    # the exit is bounded by AG2_OTEL_EXIT_FLUSH_TIMEOUT (0.5 s here), not by the pending batches' retries (the SDK's
+    # own atexit shutdown took 5-6 s here): autolog's provider is shut down by our exit hook within that budget
+    assert exit_s <= 0.5 + SLACK_S, exit_s
     assert sink.trace_ids() == {c["trace_id"] for c in up}
 
 

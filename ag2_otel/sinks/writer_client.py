@@ -44,8 +44,9 @@ class WriterStats:
 class _Item:
     seq: int
     trace_id: str
-    message: tuple  # everything but the spans, which are snapshotted on the sender thread
+    message: tuple  # everything but the spans, which are snapshotted on the sender thread (then: the whole message)
     spans: list
+    resent: bool = False
 
 
 _shared: dict[int, StoreWriterClient] = {}
@@ -224,8 +225,8 @@ class StoreWriterClient:
                 self._settle(item.seq, item.trace_id, "WriterUnavailable")
                 continue
             try:
-                message = ("trace", item.seq, item.trace_id, *item.message[:5], snapshot(item.spans),
-                           *item.message[5:])
+                message = item.message if item.resent else (
+                    "trace", item.seq, item.trace_id, *item.message[:5], snapshot(item.spans), *item.message[5:])
             except Exception as exc:  # noqa: BLE001 - a span we cannot snapshot: this trace only
                 self._settle(item.seq, item.trace_id, type(exc).__name__)
                 continue
@@ -234,14 +235,25 @@ class StoreWriterClient:
                 current = self._conn is conn
                 if current:
                     self._inflight[item.seq] = item.trace_id
-            if not current:  # the child exited since _ensure_child
-                self._settle(item.seq, item.trace_id, "WriterProcessExited")
-                continue
             try:
+                if not current:
+                    raise BrokenPipeError("the writer process exited since it was checked")
                 conn.send(message)
-            except (OSError, ValueError):  # died under us (the reader may have settled it already)
-                self._settle(item.seq, item.trace_id, "WriterProcessExited")
+            except (OSError, ValueError):  # the child died before taking it: a new child gets it, once
+                with self._cv:
+                    self._inflight.pop(item.seq, None)
+                    retry = item.seq in self._unsettled and not item.resent
+                self._on_child_exit(conn)  # settles what the dead child held (the reader may have done it already)
+                if retry:
+                    item.resent, item.message = True, message
+                    with self._cv:
+                        self._queue.appendleft(item)
+                        self._cv.notify_all()
+                else:
+                    self._settle(item.seq, item.trace_id, "WriterProcessExited")
             except Exception as exc:  # noqa: BLE001 - an attribute value that does not pickle
+                with self._cv:
+                    self._inflight.pop(item.seq, None)
                 self._settle(item.seq, item.trace_id, type(exc).__name__)
 
     def _settle(self, seq: int, trace_id: str, error: str | None) -> None:
