@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.genai_schema import SchemaCheckedSpanExporter
 
 pytest_plugins = ["tests.servers", "tests.collector"]
 
@@ -22,7 +23,16 @@ def offline_mlflow():
 
 @pytest.fixture
 def span_exporter():
-    return InMemorySpanExporter()
+    """An InMemorySpanExporter whose spans' GenAI content (input/output messages, system instructions, tool
+    definitions, on the span or its events) is checked against tests/genai_schema at teardown."""
+    exporter = SchemaCheckedSpanExporter()
+    yield exporter
+    if exporter.content_problems:
+        pytest.fail(
+            f"GenAI content schema violations ({len(exporter.content_problems)}):\n  "
+            + "\n  ".join(exporter.content_problems),
+            pytrace=False,
+        )
 
 
 @pytest.fixture
