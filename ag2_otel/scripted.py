@@ -1,6 +1,8 @@
 """A scripted AG2 model client: real usage numbers through AG2's own ``OpenAIWrapper``, no network, no API key.
 
-Used by the demo, the tests and the benchmarks. AG2 calls it exactly as it calls a provider client, so usage, cost
+Used by the offline demo and the benchmarks (the tests' default LLM is AG2's real OpenAIClient against a local
+OpenAI-compatible server). It returns the objects AG2's OpenAIClient returns (openai's ``ChatCompletion``), so the
+demo records exactly what a user of the real client sees. AG2 calls it exactly as it calls a provider client, so usage, cost
 and caching flow through ``OpenAIWrapper.create`` as in production::
 
     llm_config = {"config_list": [{"model": "scripted-model", "model_client_cls": "ScriptedClient"}]}
@@ -15,8 +17,8 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 PRICE_PER_INPUT_TOKEN = 0.000001
@@ -102,30 +104,31 @@ class ScriptedClient:
                 for call in step.tool_calls
             ]
         finish_reason = step.finish_reason or ("tool_calls" if step.tool_calls else "stop")
-        usage = SimpleNamespace(
-            prompt_tokens=step.prompt_tokens,
-            completion_tokens=step.completion_tokens,
-            total_tokens=step.prompt_tokens + step.completion_tokens,
-            prompt_tokens_details=SimpleNamespace(cached_tokens=step.cached_tokens) if step.cached_tokens else None,
-            completion_tokens_details=(
-                SimpleNamespace(reasoning_tokens=step.reasoning_tokens) if step.reasoning_tokens else None
-            ),
-        )
-        return SimpleNamespace(
-            id=_next_id("chatcmpl"),
-            model=step.response_model or self.model,
-            object="chat.completion",
-            choices=[SimpleNamespace(index=0, message=message, finish_reason=finish_reason)],
-            usage=usage,
-            cost=None,
-        )
+        usage: dict[str, Any] = {
+            "prompt_tokens": step.prompt_tokens,
+            "completion_tokens": step.completion_tokens,
+            "total_tokens": step.prompt_tokens + step.completion_tokens,
+        }
+        if step.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": step.cached_tokens}
+        if step.reasoning_tokens:
+            usage["completion_tokens_details"] = {"reasoning_tokens": step.reasoning_tokens}
+        # the same object OpenAIClient returns (openai's ChatCompletion; AG2's own copy of it without openai)
+        return _chat_completion_type().model_validate({
+            "id": _next_id("chatcmpl"),
+            "model": step.response_model or self.model,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+            "usage": usage,
+        })
 
     def message_retrieval(self, response: Any) -> list[Any]:
-        out = []
-        for choice in response.choices:
-            message = dict(choice.message)
-            out.append(message["content"] if "tool_calls" not in message else message)
-        return out
+        """As OpenAIClient: the message object when it calls tools, else its text."""
+        return [
+            choice.message if choice.message.tool_calls or choice.message.function_call else choice.message.content
+            for choice in response.choices
+        ]
 
     def cost(self, response: Any) -> float:
         usage = response.usage
@@ -138,9 +141,18 @@ class ScriptedClient:
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
-            "cost": response.cost,
+            "cost": getattr(response, "cost", None),
             "model": response.model,
         }
+
+
+def _chat_completion_type() -> type:
+    """openai's ChatCompletion (what AG2's OpenAIClient returns), else the copy AG2 ships for its other clients."""
+    try:
+        from openai.types.chat import ChatCompletion
+    except ImportError:
+        from autogen.oai.oai_models import ChatCompletion
+    return ChatCompletion
 
 
 def scripted_llm_config(model: str = "scripted-model", **extra: Any) -> dict[str, Any]:

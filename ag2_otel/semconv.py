@@ -90,6 +90,7 @@ AG2_CODE_OUTPUT = "ag2.code.output"  # content capture only
 AG2_HUMAN_PROMPT = "ag2.human_input.prompt"  # content capture only
 AG2_HUMAN_REPLY = "ag2.human_input.reply"  # content capture only
 AG2_TOOL_SUCCESS = "ag2.tool.success"
+AG2_TOOL_RESULT_ENCODING = "ag2.tool.call.result.encoding"  # "json": the result was structured, recorded as JSON
 AG2_OUTCOME = "ag2.outcome"  # an exception AG2 raises as control flow (e.g. no_eligible_speaker): not an error
 
 # ag2.span.type values (the same words AG2's own module uses, so both producers read alike)

@@ -317,8 +317,8 @@ class RawArgumentsClient(ScriptedClient):
 
     def create(self, params):
         response = super().create(params)
-        for call in response.choices[0].message.get("tool_calls") or ():
-            call["function"]["arguments"] = type(self).raw_arguments
+        for call in response.choices[0].message.tool_calls or ():  # openai's objects, as OpenAIClient returns
+            call.function.arguments = type(self).raw_arguments
         return response
 
 

@@ -101,6 +101,19 @@ def finished_spans(build, **kwargs):
     return list(exporter.get_finished_spans())
 
 
+def test_tool_result_keeps_its_type():
+    """A string result stays a string; a structured one (marked json by the instrumentation) is parsed back."""
+    def build(tracer):
+        with tracer.start_as_current_span("invoke_workflow t", attributes={sc.OPERATION_NAME: sc.OP_WORKFLOW}):
+            tracer.start_span("execute_tool a", attributes={sc.OPERATION_NAME: sc.OP_TOOL,
+                                                            sc.TOOL_CALL_RESULT: '{"x": 1}'}).end()
+            tracer.start_span("execute_tool b", attributes={sc.OPERATION_NAME: sc.OP_TOOL, sc.TOOL_CALL_RESULT: '{"x": 1}',
+                                                            sc.AG2_TOOL_RESULT_ENCODING: "json"}).end()
+
+    outputs = {r.name: r.outputs for r in build_trace_record(finished_spans(build)).spans}
+    assert outputs["execute_tool a"] == '{"x": 1}' and outputs["execute_tool b"] == {"x": 1}
+
+
 def test_conversation_record():
     spans = finished_spans(build_conversation)
     record = build_trace_record(spans)
@@ -112,7 +125,8 @@ def test_conversation_record():
     assert root.name == "invoke_workflow team" and root.parent_id is None and root.span_type == m.CHAIN
     assert [r.span_type for r in by_name["invoke_agent planner"]] == [m.AGENT]
     assert by_name["execute_tool add"][0].span_type == m.TOOL
-    assert by_name["execute_tool add"][0].inputs == {"a": 1, "b": 2} and by_name["execute_tool add"][0].outputs == 3
+    # arguments are the model's JSON; the result is the string AG2 produced and stays one (MLflow shows "3", not 3)
+    assert by_name["execute_tool add"][0].inputs == {"a": 1, "b": 2} and by_name["execute_tool add"][0].outputs == "3"
     # parent-first, and every parent id points at an earlier span
     seen = set()
     for r in record.spans:

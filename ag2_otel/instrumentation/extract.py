@@ -12,7 +12,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import semconv as k
-from ..mapping.content import instructions_json, messages_json, output_messages_json, to_json, to_text
+from ..mapping.content import (
+    parse_arguments,
+    instructions_json,
+    messages_json,
+    output_messages_json,
+    to_json,
+    to_text,
+)
 
 # AG2 api_type → gen_ai.provider.name (the conventions' well-known values)
 _PROVIDERS = {
@@ -255,14 +262,22 @@ def _usage_numbers(usage: Any) -> dict:
         attrs[k.USAGE_OUTPUT_TOKENS] = out
     cached = _get(_get(usage, "prompt_tokens_details", None), "cached_tokens", None)
     if cached is None:
+        cached = _get(_get(usage, "input_tokens_details", None), "cached_tokens", None)  # Responses API
+    if cached is None:
         cached = _get(usage, "cache_read_input_tokens", None)
     cached = _token_count(cached)
     if cached:
         attrs[k.USAGE_CACHE_READ_INPUT_TOKENS] = cached
-    created = _token_count(_get(usage, "cache_creation_input_tokens", None))
+    created = _get(usage, "cache_creation_input_tokens", None)
+    if created is None:
+        created = _get(_get(usage, "prompt_tokens_details", None), "cache_write_tokens", None)  # openai >= 2
+    created = _token_count(created)
     if created:
         attrs[k.USAGE_CACHE_CREATION_INPUT_TOKENS] = created
-    reasoning = _token_count(_get(_get(usage, "completion_tokens_details", None), "reasoning_tokens", None))
+    reasoning = _get(_get(usage, "completion_tokens_details", None), "reasoning_tokens", None)
+    if reasoning is None:
+        reasoning = _get(_get(usage, "output_tokens_details", None), "reasoning_tokens", None)  # Responses API
+    reasoning = _token_count(reasoning)
     if reasoning:
         attrs[k.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
     return attrs
@@ -276,8 +291,7 @@ def llm_response(wrapper: Any, response: Any) -> dict:
     response_id = _get(response, "id", None)
     if isinstance(response_id, str):
         attrs[k.RESPONSE_ID] = _short_text(response_id)
-    choices = _get(response, "choices", None) or []
-    reasons = [_short_text(_get(c, "finish_reason", None)) for c in choices[:16] if _get(c, "finish_reason", None)]
+    reasons = finish_reasons(response)
     if reasons:
         attrs[k.RESPONSE_FINISH_REASONS] = reasons
     if _has(response, "usage"):
@@ -297,11 +311,74 @@ def llm_response(wrapper: Any, response: Any) -> dict:
     return attrs
 
 
+# The Responses API (AG2's api_type "responses") answers with output items instead of choices.
+_RESPONSES_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def _responses_output(response: Any) -> tuple[dict[str, Any], str]:
+    """A Responses API ``Response``: one assistant message whose parts follow the output items in order."""
+    parts: list[dict[str, Any]] = []
+    called = False
+    for item in (_get(response, "output", None) or [])[:_MAX_OUTPUT_ITEMS]:
+        kind = _get(item, "type", None)
+        if kind == "message":
+            for piece in _get(item, "content", None) or ():
+                piece_type = _get(piece, "type", None)
+                text = _get(piece, "refusal" if piece_type == "refusal" else "text", None)
+                if isinstance(text, str) and text:
+                    parts.append({"type": "text", "content": text})
+        elif kind == "function_call":
+            called = True
+            parts.append({"type": "tool_call", "id": _get(item, "call_id", None), "name": _get(item, "name", None),
+                          "arguments": parse_arguments(_get(item, "arguments", None))})
+        elif kind == "reasoning":
+            texts = [_get(p, "text", None) for p in (_get(item, "summary", None) or _get(item, "content", None) or ())]
+            text = "\n\n".join(t for t in texts if isinstance(t, str) and t)
+            if text:
+                parts.append({"type": "reasoning", "content": text})
+        elif kind is not None:  # a built-in tool call (web search, shell, ...): named, not expanded
+            parts.append({"type": "tool_call", "id": _get(item, "call_id", None) or _get(item, "id", None),
+                          "name": _short_text(kind), "arguments": None})
+    incomplete = _get(_get(response, "incomplete_details", None), "reason", None)
+    if incomplete:
+        reason = _RESPONSES_INCOMPLETE.get(incomplete, _short_text(incomplete))
+    else:
+        reason = "tool_calls" if called else "stop"
+    return {"role": "assistant", "parts": parts, "finish_reason": reason}, reason
+
+
+_MAX_OUTPUT_ITEMS = 64
+
+
+def _is_responses_api(response: Any) -> bool:
+    return not _get(response, "choices", None) and isinstance(_get(response, "output", None), list)
+
+
+def _choice_message(choice: Any) -> Any:
+    """A choice's message as AG2's client returned it; a legacy text completion's choice has ``text`` instead."""
+    message = _get(choice, "message", None)
+    if message is None and isinstance(_get(choice, "text", None), str):
+        return {"role": "assistant", "content": _get(choice, "text", None)}
+    return message
+
+
+def finish_reasons(response: Any) -> list[str]:
+    if _is_responses_api(response):
+        return [_responses_output(response)[1]]
+    choices = _get(response, "choices", None) or []
+    return [_short_text(_get(c, "finish_reason", None)) for c in choices[:16] if _get(c, "finish_reason", None)]
+
+
 def llm_response_content(response: Any, max_chars: int) -> dict:
+    """``gen_ai.output.messages`` of a model call: one assistant message per choice, whatever object the client
+    returned (openai's ChatCompletion, AG2's copy of it that its other clients build, a custom client's dicts or
+    namespaces, a Responses API ``Response``)."""
+    if _is_responses_api(response):
+        return {k.OUTPUT_MESSAGES: to_json([_responses_output(response)[0]], max_chars)}
     choices = _get(response, "choices", None) or []
     if not choices:
         return {}
-    messages = [_get(c, "message", None) for c in choices[:16]]
+    messages = [_choice_message(c) for c in choices[:16]]
     reasons = [_get(c, "finish_reason", None) for c in choices[:16]]
     return {k.OUTPUT_MESSAGES: output_messages_json(messages, reasons, max_chars)}
 
@@ -344,8 +421,14 @@ def tool_arguments_content(func_call: Any, max_chars: int) -> dict:
 
 
 def tool_result_content(result: Any, max_chars: int) -> dict:
+    """The tool's result as AG2 produced it: a string as it is (``"2"`` stays the string ``"2"``); anything else as
+    bounded JSON, marked so that a reader (the MLflow mapping) knows to parse it back."""
     content = _get(result, "content", None)
-    return {k.TOOL_CALL_RESULT: to_text(content, max_chars)} if content is not None else {}
+    if content is None:
+        return {}
+    if isinstance(content, str):
+        return {k.TOOL_CALL_RESULT: to_text(content, max_chars)}
+    return {k.TOOL_CALL_RESULT: to_json(content, max_chars), k.AG2_TOOL_RESULT_ENCODING: "json"}
 
 
 def handoff(kind: str, source_agent: Any, target: Any) -> tuple[str, dict]:

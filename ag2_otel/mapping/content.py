@@ -253,7 +253,7 @@ def to_text(value: Any, max_chars: int = DEFAULT_MAX_CHARS) -> str:
 _ROLE = {"function": "tool"}
 
 
-def _parse_arguments(arguments: Any) -> Any:
+def parse_arguments(arguments: Any) -> Any:
     if isinstance(arguments, str):
         try:
             return json.loads(arguments)
@@ -262,35 +262,71 @@ def _parse_arguments(arguments: Any) -> Any:
     return arguments
 
 
+def _text_of(value: Any) -> str:
+    """A text part's content is a string (the conventions' schema): anything else becomes bounded JSON text."""
+    return value if isinstance(value, str) else to_text(value)
+
+
 def _content_parts(content: Any) -> list[dict[str, Any]]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [{"type": "text", "content": content}]
+        return [{"type": "text", "content": content}] if content else []
     if isinstance(content, list):  # OpenAI multimodal content
         parts = []
         for item in content:
-            if isinstance(item, Mapping) and item.get("type") == "text":
-                parts.append({"type": "text", "content": item.get("text")})
+            if isinstance(item, Mapping) and item.get("type") in ("text", "output_text", "input_text"):
+                parts.append({"type": "text", "content": _text_of(item.get("text"))})
             elif isinstance(item, Mapping) and item.get("type") == "image_url":
                 url = (item.get("image_url") or {}).get("url") if isinstance(item.get("image_url"), Mapping) else None
                 if isinstance(url, str) and url.startswith("data:"):
                     parts.append({"type": "blob", "modality": "image", "mime_type": url[5:].split(";", 1)[0],
                                   "content": f"<inline data len={len(url)}>"})
                 else:
-                    parts.append({"type": "uri", "modality": "image", "uri": url})
+                    parts.append({"type": "uri", "modality": "image", "uri": _text_of(url)})
             else:
-                parts.append({"type": "text", "content": item})
+                parts.append({"type": "text", "content": _text_of(item)})
         return parts
-    return [{"type": "text", "content": content}]
+    return [{"type": "text", "content": _text_of(content)}]
+
+
+def plain_message(message: Any) -> Any:
+    """An SDK message object (pydantic: openai's ChatCompletionMessage, AG2's copy of it; a SimpleNamespace from a
+    custom client) as the plain dict it stands for; dicts and strings as they are. Never raises."""
+    if isinstance(message, (Mapping, str)) or message is None:
+        return message
+    dump = getattr(message, "model_dump", None)
+    if callable(dump) and not isinstance(message, type):
+        try:
+            dumped = dump(exclude_none=True)
+        except Exception:  # noqa: BLE001 - a hostile model object: kept as text below
+            return message
+        return dumped if isinstance(dumped, Mapping) else message
+    if type(message).__name__ == "SimpleNamespace":
+        return {key: plain_message(value) if key != "content" else value for key, value in vars(message).items()}
+    return message
+
+
+def _tool_call_part(call: Any) -> dict[str, Any]:
+    call = plain_message(call)
+    if not isinstance(call, Mapping):
+        return {"type": "tool_call", "id": None, "name": _text_of(call), "arguments": None}
+    function = plain_message(call.get("function")) or {}
+    if not isinstance(function, Mapping):
+        function = {}
+    call_id = call.get("id")
+    name = function.get("name")
+    return {"type": "tool_call", "id": None if call_id is None else _text_of(call_id),
+            "name": "" if name is None else _text_of(name), "arguments": parse_arguments(function.get("arguments"))}
 
 
 def genai_message(message: Any, default_role: str = "user") -> dict[str, Any]:
-    """One AG2 message (a str or an OpenAI-style dict) in the GenAI shape ``{"role", "name"?, "parts"}``."""
+    """One AG2 message (a str, an OpenAI-style dict, or an SDK message object) in the GenAI shape
+    ``{"role", "name"?, "parts"}``."""
     try:
-        return _genai_message(message, default_role)
+        return _genai_message(plain_message(message), default_role)
     except Exception:  # a malformed message is kept as text rather than lost
-        return {"role": default_role, "parts": [{"type": "text", "content": message}]}
+        return {"role": default_role, "parts": [{"type": "text", "content": _describe(message)}]}
 
 
 def _genai_message(message: Any, default_role: str) -> dict[str, Any]:
@@ -300,24 +336,33 @@ def _genai_message(message: Any, default_role: str) -> dict[str, Any]:
     role = role if isinstance(role, str) and role else default_role
     out: dict[str, Any] = {"role": _ROLE.get(role, role)}
     if message.get("name"):
-        out["name"] = message["name"]
+        out["name"] = _text_of(message["name"])
     parts: list[dict[str, Any]] = []
+    # reasoning first, as the model produced it (vLLM/DeepSeek-style servers: reasoning_content; others: reasoning)
+    for key in ("reasoning_content", "reasoning"):
+        reasoning = message.get(key)
+        if isinstance(reasoning, str) and reasoning:
+            parts.append({"type": "reasoning", "content": reasoning})
+            break
     if out["role"] == "tool" and message.get("tool_call_id") is not None:
-        parts.append({"type": "tool_call_response", "id": message.get("tool_call_id"),
+        parts.append({"type": "tool_call_response", "id": _text_of(message.get("tool_call_id")),
                       "response": message.get("content")})
     else:
         parts.extend(_content_parts(message.get("content")))
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        parts.append({"type": "text", "content": refusal})
     for call in message.get("tool_calls") or ():
-        function = call.get("function") or {} if isinstance(call, Mapping) else {}
-        parts.append({"type": "tool_call", "id": call.get("id") if isinstance(call, Mapping) else None,
-                      "name": function.get("name"), "arguments": _parse_arguments(function.get("arguments"))})
-    if isinstance(message.get("function_call"), Mapping):
-        call = message["function_call"]
-        parts.append({"type": "tool_call", "id": None, "name": call.get("name"),
-                      "arguments": _parse_arguments(call.get("arguments"))})
+        parts.append(_tool_call_part(call))
+    function_call = plain_message(message.get("function_call"))
+    if isinstance(function_call, Mapping):
+        parts.append({"type": "tool_call", "id": None, "name": _text_of(function_call.get("name") or ""),
+                      "arguments": parse_arguments(function_call.get("arguments"))})
     for response in message.get("tool_responses") or ():
+        response = plain_message(response)
         if isinstance(response, Mapping):
-            parts.append({"type": "tool_call_response", "id": response.get("tool_call_id"),
+            call_id = response.get("tool_call_id")
+            parts.append({"type": "tool_call_response", "id": None if call_id is None else _text_of(call_id),
                           "response": response.get("content")})
     out["parts"] = parts
     return out

@@ -268,7 +268,9 @@ def usage_of(attrs: Mapping[str, Any]) -> Usage | None:
 def _io(span_type: str, attrs: Mapping[str, Any]) -> tuple[Any, Any]:
     in_keys, out_keys = _IO_KEYS.get(span_type, _MESSAGE_IO)
     inputs = next((parse_json(attrs[k]) for k in in_keys if attrs.get(k) is not None), None)
-    outputs = next((parse_json(attrs[k]) for k in out_keys if attrs.get(k) is not None), None)
+    outputs = next((attrs[k] for k in out_keys if attrs.get(k) is not None), None)
+    if span_type != TOOL or attrs.get(sc.AG2_TOOL_RESULT_ENCODING) == "json":
+        outputs = parse_json(outputs)  # a tool's text result stays the string AG2 produced ("2" is not 2)
     if span_type in (CHAT_MODEL, AGENT, CHAIN) and in_keys[0] == sc.INPUT_MESSAGES:
         system = attrs.get(sc.SYSTEM_INSTRUCTIONS)
         if inputs is not None or system is not None:
