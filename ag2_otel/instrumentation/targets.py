@@ -22,6 +22,7 @@ CLIENT = "autogen.oai.client"
 EVENTS = "autogen.events.agent_events"
 TRANSITIONS = "autogen.agentchat.group.events.transition_events"
 GROUP_UTILS = "autogen.agentchat.group.group_utils"
+RUN_RESPONSE = "autogen.io.run_response"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,19 @@ TARGETS: tuple[Target, ...] = (
               lambda tel: w.entry_point_wrapper("run_group_chat"), "names the conversation 'run_group_chat'"),
     *_aliases("a_run_group_chat", (PATTERNS, "autogen.agentchat", "autogen.agentchat.group"),
               lambda tel: w.async_entry_point_wrapper("a_run_group_chat"), "names it 'a_run_group_chat'"),
+    # stepped runs (ag2 0.14; absent in older releases): all four return an iterator at once (a_* included, so the
+    # sync entry-point wrapper names them); the iterator starts the worker thread at its first step, in the call's
+    # context (the iterator rows below)
+    Target(AGENT, "ConversableAgent.run_iter", lambda tel: w.entry_point_wrapper("run_iter"), "names it 'run_iter'"),
+    Target(AGENT, "ConversableAgent.a_run_iter", lambda tel: w.entry_point_wrapper("a_run_iter"),
+           "names it 'a_run_iter'"),
+    *_aliases("run_group_chat_iter", (PATTERNS, "autogen.agentchat"),
+              lambda tel: w.entry_point_wrapper("run_group_chat_iter"), "names it 'run_group_chat_iter'"),
+    *_aliases("a_run_group_chat_iter", (PATTERNS, "autogen.agentchat"),
+              lambda tel: w.entry_point_wrapper("a_run_group_chat_iter"), "names it 'a_run_group_chat_iter'"),
+    *[Target(RUN_RESPONSE, f"{cls}.__init__", w.iter_response_wrapper,
+             "no span: the worker thread started at the first step runs in the entry point's context")
+      for cls in ("RunIterResponse", "AsyncRunIterResponse")],
     # agent turns (a GroupChatManager's turn is the group chat: invoke_workflow group_chat)
     Target(AGENT, "ConversableAgent.generate_reply", _sync(w.plan_generate_reply), "invoke_agent {agent}"),
     Target(AGENT, "ConversableAgent.a_generate_reply", _async(w.plan_a_generate_reply), "invoke_agent {agent}"),

@@ -32,6 +32,9 @@ ENTRY_POINT: contextvars.ContextVar[str | None] = contextvars.ContextVar("ag2_ot
 # A pattern entry point (initiate_group_chat, ...) already opened the conversation span: the initiate_chat AG2 runs
 # inside it is the same conversation, not a nested one.
 ABSORB_NEXT_CHAT: contextvars.ContextVar[bool] = contextvars.ContextVar("ag2_otel_absorb", default=False)
+# The pattern's conversation span, while its own group chat runs: the group chat's termination reason (reported inside
+# the `group_chat` span) is the pattern's too. Reset by every nested conversation.
+PATTERN_ROOT: contextvars.ContextVar[Any] = contextvars.ContextVar("ag2_otel_pattern", default=None)
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple, dict], Any]
 
@@ -46,6 +49,7 @@ class Plan:
     content: Callable[[], dict] | None = None  # built only when content capture is on
     on_result: Callable[[Any, Any], None] | None = None  # (span, result)
     workflow: bool = False
+    pattern: bool = False  # a pattern's conversation: also takes its group chat's termination reason
     leave_context_for: tuple[Any, Any] | None = None  # (agent, sender) whose executor-run client call needs this span
     # exceptions AG2 raises as control flow and catches itself: an outcome, not an error (class name -> outcome)
     expected: dict[str, str] = field(default_factory=dict)
@@ -64,6 +68,8 @@ class _Open:
         self.tokens = [(otel_context, otel_context.attach(trace.set_span_in_context(self.span)))]
         if plan.workflow:
             self.tokens.append((CURRENT_WORKFLOW, CURRENT_WORKFLOW.set(self.span)))
+        if plan.pattern:
+            self.tokens.append((PATTERN_ROOT, PATTERN_ROOT.set(self.span)))
         for var, value in plan.context_vars:
             self.tokens.append((var, var.set(value)))
         self.handoff = context_carry.leave_for_executor(*plan.leave_context_for) if plan.leave_context_for else None
@@ -241,7 +247,7 @@ def plan_initiate_chat(tel: Telemetry, agent, args, kwargs) -> Plan | None:
         content=lambda: extract.initial_message_content(message, tel.limits.max_content_chars),
         on_result=_conversation_result(tel),
         workflow=True,
-        context_vars=[(ENTRY_POINT, None)],
+        context_vars=[(ENTRY_POINT, None), (PATTERN_ROOT, None)],
     )
 
 
@@ -267,7 +273,7 @@ def _plan_chat_queue(entry: str):
         attrs[k.AG2_SPAN_TYPE] = k.SPAN_TYPE_MULTI_CONVERSATION
         attrs["ag2.workflow.chats"] = len(queue)
         return Plan(name=k.span_name(k.OP_WORKFLOW, entry), attributes=attrs, workflow=True,
-                    context_vars=[(ENTRY_POINT, None)])
+                    context_vars=[(ENTRY_POINT, None), (PATTERN_ROOT, None)])
 
     plan.__name__ = f"plan_{entry}"
     return plan
@@ -309,6 +315,7 @@ def _plan_pattern(entry: str):
                 messages if isinstance(messages, str) else (messages or [None])[-1], tel.limits.max_content_chars),
             on_result=on_result,
             workflow=True,
+            pattern=True,
             context_vars=[(ENTRY_POINT, None), (ABSORB_NEXT_CHAT, True)],
         )
 
@@ -341,6 +348,34 @@ def async_entry_point_wrapper(entry: str) -> Wrapper:
             return await wrapped(*args, **kwargs)
         finally:
             ENTRY_POINT.reset(token)
+
+    return wrapper
+
+
+def iter_response_wrapper(_tel: Telemetry) -> Wrapper:
+    """(Async)RunIterResponse.__init__(start_thread_func, yield_on, agents), built by run_iter(), a_run_iter(),
+    run_group_chat_iter() and a_run_group_chat_iter() (their rows are entry_point_wrapper rows). AG2 creates the worker
+    thread only at the first iteration, after the entry point has returned: the function AG2 hands its iterator is
+    called inside the context of the entry point's call instead, so the thread (see context_carry) and the
+    conversation span opened in it get the caller's span as parent and the entry point's name. The span is the
+    conversation's: it ends when AG2's chat ends, also after the caller stopped iterating (AG2 then runs the chat on
+    without stepping). Outside an entry point (ENTRY_POINT unset) the arguments pass through untouched."""
+
+    def carry(start_thread_func: Callable, context: contextvars.Context) -> Callable:
+        def start_in_callers_context(*args: Any, **kwargs: Any) -> Any:
+            return context.copy().run(start_thread_func, *args, **kwargs)  # a copy: never entered twice
+
+        return start_in_callers_context
+
+    def wrapper(wrapped, instance, args, kwargs):
+        if ENTRY_POINT.get() is None:
+            return wrapped(*args, **kwargs)
+        context = contextvars.copy_context()
+        if args:
+            args = (carry(args[0], context), *args[1:])
+        elif "start_thread_func" in kwargs:
+            kwargs = {**kwargs, "start_thread_func": carry(kwargs["start_thread_func"], context)}
+        return wrapped(*args, **kwargs)
 
     return wrapper
 
@@ -617,10 +652,13 @@ def termination_event_wrapper(tel: Telemetry) -> Wrapper:
     """TerminationEvent.__init__: the reason AG2 gives for ending a conversation, on that conversation's span."""
 
     def record(kwargs):
-        span = CURRENT_WORKFLOW.get()
         reason = kwargs.get("termination_reason")
-        if span is not None and isinstance(reason, str):
-            span.set_attribute(k.AG2_TERMINATION_REASON, reason[:512])
+        if not isinstance(reason, str):
+            return
+        span, pattern = CURRENT_WORKFLOW.get(), PATTERN_ROOT.get()
+        for target in (span, pattern) if pattern is not span else (span,):
+            if target is not None:  # a pattern's group chat ends the pattern's conversation with the same reason
+                target.set_attribute(k.AG2_TERMINATION_REASON, reason[:512])
 
     def wrapper(wrapped, instance, args, kwargs):
         result = wrapped(*args, **kwargs)
