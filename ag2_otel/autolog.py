@@ -110,7 +110,7 @@ def autolog(
         if disable:
             _disable()
             return
-        settings = config.load_settings()
+        settings = config.load_settings(otlp_exporter=False)  # the OTLP exporter's variables: only if we build it
         capture = content_capture(capture_content, default=ContentCapture.SPAN_ONLY)
         mlflow_on = settings.mlflow_enabled if log_traces_to_mlflow is None else log_traces_to_mlflow
         if settings.sdk_disabled:
@@ -124,6 +124,11 @@ def autolog(
             _State.created_provider = False
         _State.provider = provider
         _State.created_provider = _State.created_provider or created
+
+        otlp = None
+        if _State.created_provider and settings.otlp_enabled and _State.otlp is None:
+            # a bad exporter value raises ConfigError here, before any processor is attached
+            otlp = _Switchable(BatchSpanProcessor(config.build_otlp_span_exporter(settings)))
 
         if mlflow_on:
             _keep_mlflow_writing_to_its_store()
@@ -139,8 +144,8 @@ def autolog(
             _State.mlflow.enabled = False
 
         if _State.created_provider and settings.otlp_enabled:
-            if _State.otlp is None:
-                _State.otlp = _Switchable(BatchSpanProcessor(config.build_otlp_span_exporter(settings)))
+            if otlp is not None:
+                _State.otlp = otlp
                 provider.add_span_processor(_State.otlp)
             _State.otlp.enabled = True
         if _State.created_provider and settings.console_enabled and _State.console is None:

@@ -1,6 +1,15 @@
 """Configuration from the environment: standard OTEL_* names first, AG2_OTEL_* only where no standard exists.
 
-A bad value raises :class:`ConfigError` naming the variable and the accepted values, at configuration time.
+Each part reads only what it uses (the "Read by" column of :data:`ENV_VARS`):
+
+- ``Ag2Instrumentor().instrument()`` reads the content mode, AG2_OTEL_MAX_CONTENT_CHARS and AG2_OTEL_MAX_MESSAGES,
+  nothing else; a bad value is a warning and the default (:func:`content_capture`, :func:`instrumentation_limits`).
+- ``autolog()`` builds the provider and exporters. :func:`load_settings` refuses a bad value of a variable autolog
+  decides on (:class:`ConfigError` naming the variable, the value and the accepted values), and
+  :func:`build_otlp_span_exporter` one the SDK's OTLP exporter or batch processor would raise on, misuse silently, or
+  log with its secret. What the SDK itself reports clearly and falls back on (an unknown sampler, a bad sampler
+  argument, a BSP value that is not an integer, http/protobuf compression or timeout) is left to the SDK.
+- ``ag2-otel doctor`` reports all of it, and what the SDK says about the rest (ag2_otel/doctor.py).
 """
 
 from __future__ import annotations
@@ -10,9 +19,14 @@ import enum
 import logging
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
+
+_logger = logging.getLogger(__name__)
+
+MASK = "***"
 
 
 class ConfigError(ValueError):
@@ -41,125 +55,84 @@ class ContentCapture(enum.Enum):
         return self is not ContentCapture.NO_CONTENT
 
 
-_BOOL_TO_CAPTURE = {"true": ContentCapture.SPAN_ONLY, "1": ContentCapture.SPAN_ONLY,
-                    "false": ContentCapture.NO_CONTENT, "0": ContentCapture.NO_CONTENT}
-
-
-def content_capture(
-    argument: bool | str | ContentCapture | None,
-    default: ContentCapture,
-    environ: Mapping[str, str] = os.environ,
-) -> ContentCapture:
-    """The content mode: an explicit argument wins, else OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, else default."""
-    if isinstance(argument, ContentCapture):
-        return argument
-    if isinstance(argument, bool):
-        return ContentCapture.SPAN_ONLY if argument else ContentCapture.NO_CONTENT
-    source = "capture_content argument"
-    if argument is None:
-        argument = environ.get(CAPTURE_CONTENT_ENV, "").strip()
-        source = CAPTURE_CONTENT_ENV
-        if not argument:
-            return default
-    value = str(argument).strip()
-    if value.lower() in _BOOL_TO_CAPTURE:
-        return _BOOL_TO_CAPTURE[value.lower()]
-    try:
-        return ContentCapture(value.upper())
-    except ValueError:
-        accepted = ", ".join([m.value for m in ContentCapture] + ["true", "false"])
-        raise ConfigError(f"{source}={value!r} is not valid; use one of: {accepted}") from None
-
-
-# =================================================================================================================
-# Settings: every variable we honour, validated once at configuration time.
-# =================================================================================================================
-# The OTLP exporter itself is NOT configured here: build_otlp_span_exporter() instantiates the SDK's own
-# OTLPSpanExporter with no arguments, so the SDK reads endpoint, headers, timeout, compression and certificates from
-# os.environ exactly as it documents. load_settings() only checks the values early and loudly (the SDK would log a
-# warning and fall back, or raise deep inside a background thread) and decides which sinks are on.
-
-_logger = logging.getLogger(__name__)
-
-MASK = "***"
-
-
+# --- The one table of variables (README.md's table is generated from it: python -m ag2_otel.config) -------------------
 class EnvVar(NamedTuple):
-    """One environment variable we read: the README/docs table is generated from :data:`ENV_VARS`."""
-
     name: str
     meaning: str
     default: str
     standard: bool  # True: an OpenTelemetry or MLflow standard name; False: ours (AG2_OTEL_*)
+    # who reads it and what a bad value does: "instrument, autolog" (instrument warns and uses the default, autolog
+    # refuses), "autolog" (refuses), "SDK" (the SDK warns and falls back), "SDK; autolog checks" (autolog refuses the
+    # values the SDK would raise on, misuse silently or log with a secret), "MLflow", "writer process"
+    read_by: str = "autolog"
 
 
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 TRACES_EXPORTERS = ("otlp", "console", "mlflow", "none")
-# grpc's SDK exporter maps only "gzip" (anything else raises InvalidCompressionValueException when it is built);
-# the http exporter takes gzip, deflate and none.
-_COMPRESSION_BY_PROTOCOL = {"grpc": ("gzip",), "http/protobuf": ("gzip", "deflate", "none")}
-_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
-_SAMPLER_ENTRY_POINT_GROUP = "opentelemetry_traces_sampler"
-
 DEFAULT_MAX_CONTENT_CHARS = 16384
 DEFAULT_MAX_MESSAGES = 20
 DEFAULT_EXIT_FLUSH_TIMEOUT = 10.0
 DEFAULT_MAX_TRACES = 1000
 DEFAULT_MLFLOW_RETRY_TIMEOUT = 60.0
 MLFLOW_WRITERS = ("process", "inline")
+_SDK_CHECKED = "SDK; autolog checks"
 
 ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("OTEL_SDK_DISABLED", "`true` turns all tracing off (no spans, no MLflow records, no OTLP export)",
-           "false", True),
-    EnvVar("OTEL_SERVICE_NAME", "`service.name` resource attribute of every span", "SDK default", True),
+           "false", True, "autolog, SDK"),
+    EnvVar("OTEL_SERVICE_NAME", "`service.name` resource attribute of every span", "SDK default", True, "SDK"),
     EnvVar("OTEL_TRACES_EXPORTER", "comma list of sinks: `otlp`, `console`, `mlflow`, or `none` alone. Unset: MLflow "
            "(see AG2_OTEL_MLFLOW) plus OTLP when an OTLP endpoint variable is set", "unset", True),
     EnvVar("OTEL_EXPORTER_OTLP_PROTOCOL", "`grpc` or `http/protobuf` (the `_TRACES_` variant wins)", "grpc", True),
     EnvVar("OTEL_EXPORTER_OTLP_ENDPOINT", "collector base URL; for http/protobuf the SDK appends `/v1/traces`",
-           "http://localhost:4317 (grpc), http://localhost:4318 (http)", True),
+           "http://localhost:4317 (grpc), http://localhost:4318 (http)", True, _SDK_CHECKED),
     EnvVar("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "full traces URL, used as is (http/protobuf: include `/v1/traces`)",
-           "unset", True),
+           "unset", True, _SDK_CHECKED),
     EnvVar("OTEL_EXPORTER_OTLP_HEADERS", "`key=value,...` sent with every export (values are never logged)",
-           "unset", True),
+           "unset", True, _SDK_CHECKED),
     EnvVar("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "as above, traces only; e.g. `x-mlflow-experiment-id=123`",
-           "unset", True),
+           "unset", True, _SDK_CHECKED),
     EnvVar("OTEL_EXPORTER_OTLP_TIMEOUT", "export request timeout in seconds (the Python SDK reads seconds)", "10",
-           True),
-    EnvVar("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "as above, traces only", "unset", True),
-    EnvVar("OTEL_EXPORTER_OTLP_COMPRESSION", "`gzip` (grpc and http), `deflate` or `none` (http only)", "none", True),
-    EnvVar("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "as above, traces only", "unset", True),
+           True, _SDK_CHECKED),
+    EnvVar("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "as above, traces only", "unset", True, _SDK_CHECKED),
+    EnvVar("OTEL_EXPORTER_OTLP_COMPRESSION", "`gzip` (grpc and http), `deflate` or `none` (http only)", "none", True,
+           _SDK_CHECKED),
+    EnvVar("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "as above, traces only", "unset", True, _SDK_CHECKED),
     EnvVar("OTEL_TRACES_SAMPLER", "`always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, "
-           "`parentbased_always_off`, `parentbased_traceidratio`, or an `opentelemetry_traces_sampler` entry point",
-           "parentbased_always_on", True),
-    EnvVar("OTEL_TRACES_SAMPLER_ARG", "sampling ratio 0..1 for the ratio samplers", "1.0", True),
-    EnvVar("OTEL_BSP_SCHEDULE_DELAY", "batch span processor: ms between exports (positive int)", "5000", True),
+           "`parentbased_always_off`, `parentbased_traceidratio`; an `opentelemetry_traces_sampler` entry point only "
+           "under `opentelemetry-instrument`", "parentbased_always_on", True, "SDK"),
+    EnvVar("OTEL_TRACES_SAMPLER_ARG", "sampling ratio 0..1 for the ratio samplers", "1.0", True, "SDK"),
+    EnvVar("OTEL_BSP_SCHEDULE_DELAY", "batch span processor: ms between exports (positive int)", "5000", True,
+           _SDK_CHECKED),
     EnvVar("OTEL_BSP_MAX_QUEUE_SIZE", "batch span processor: queue size; a full queue drops spans (positive int)",
-           "2048", True),
+           "2048", True, _SDK_CHECKED),
     EnvVar("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "batch span processor: spans per export, <= queue size (positive int)",
-           "512", True),
-    EnvVar("OTEL_BSP_EXPORT_TIMEOUT", "batch span processor: ms allowed for one export (positive int)", "30000",
-           True),
+           "512", True, _SDK_CHECKED),
+    EnvVar("OTEL_BSP_EXPORT_TIMEOUT", "batch span processor: ms allowed for one export (read, but not used, by the "
+           "Python SDK 1.45)", "30000", True, "SDK"),
     EnvVar(CAPTURE_CONTENT_ENV, "record message content: `NO_CONTENT`, `SPAN_ONLY`, `EVENT_ONLY`, `SPAN_AND_EVENT` "
-           "(or `true`/`false`)", "instrumentor default", True),
+           "(or `true`/`false`)", "instrumentor default", True, "instrument, autolog"),
     EnvVar("MLFLOW_TRACKING_URI", "where the MLflow sink writes, resolved by MLflow itself: `sqlite:///path`, "
-           "`http(s)://server`, `databricks`, `databricks://PROFILE`", "`sqlite:///mlflow.db` (MLflow 3.17)", True),
+           "`http(s)://server`, `databricks`, `databricks://PROFILE`", "`sqlite:///mlflow.db` (MLflow 3.17)", True,
+           "MLflow"),
     EnvVar("MLFLOW_EXPERIMENT_NAME", "the experiment traces go to (or `mlflow.set_experiment`), e.g. "
-           "`/Shared/ag2` on Databricks", "Default", True),
-    EnvVar("MLFLOW_EXPERIMENT_ID", "the same, by id", "unset", True),
-    EnvVar("DATABRICKS_HOST", "workspace URL when the tracking URI is `databricks`", "unset", True),
+           "`/Shared/ag2` on Databricks", "Default", True, "MLflow"),
+    EnvVar("MLFLOW_EXPERIMENT_ID", "the same, by id", "unset", True, "MLflow"),
+    EnvVar("DATABRICKS_HOST", "workspace URL when the tracking URI is `databricks`", "unset", True, "MLflow"),
     EnvVar("DATABRICKS_TOKEN", "workspace token (sent only as `Authorization: Bearer`; never logged or recorded)",
-           "unset", True),
+           "unset", True, "MLflow"),
     EnvVar("MLFLOW_ENABLE_OTLP_EXPORTER", "MLflow's switch for sending its own spans over OTLP instead of to its "
-           "store; set to `false` by ag2-otel when an OTLP endpoint is set and you did not choose", "true", True),
+           "store; set to `false` by ag2-otel when an OTLP endpoint is set and you did not choose", "true", True,
+           "MLflow"),
     EnvVar("AG2_OTEL_MLFLOW", "`true`/`false`: the MLflow sink on or off (explicit value beats "
            "OTEL_TRACES_EXPORTER)", "true", False),
     EnvVar("AG2_OTEL_MAX_CONTENT_CHARS", "cap, in characters, for one recorded content string (positive int)",
-           str(DEFAULT_MAX_CONTENT_CHARS), False),
+           str(DEFAULT_MAX_CONTENT_CHARS), False, "instrument, autolog"),
     EnvVar("AG2_OTEL_MAX_MESSAGES", "how many trailing messages of a model call's input are recorded (positive int)",
-           str(DEFAULT_MAX_MESSAGES), False),
+           str(DEFAULT_MAX_MESSAGES), False, "instrument, autolog"),
     EnvVar("AG2_OTEL_EXIT_FLUSH_TIMEOUT", "seconds allowed at interpreter exit to flush pending spans (>= 0); also "
            "how long an MLflow read in the application waits for a trace still being written",
-           str(int(DEFAULT_EXIT_FLUSH_TIMEOUT)), False),
+           str(int(DEFAULT_EXIT_FLUSH_TIMEOUT)), False, "autolog, `mlflow` exporter"),
     EnvVar("AG2_OTEL_MLFLOW_WRITER", "`process`: a writer process stores each trace in one batched call, off the "
            "application's GIL; `inline`: replay through MLflow's tracer in the application (always used for "
            "Databricks, file stores, and traces nested under your MLflow span)", "process", False),
@@ -169,37 +142,205 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AG2_OTEL_MLFLOW_RETRY_TIMEOUT", "seconds the writer process keeps retrying a trace while the MLflow "
            "backend is unreachable before giving it up (counted) (>= 0)", str(int(DEFAULT_MLFLOW_RETRY_TIMEOUT)),
            False),
-    EnvVar("AG2_OTEL_DEBUG_WRITER", "`1`: the writer process logs each write and failure to stderr", "unset", False),
+    EnvVar("AG2_OTEL_DEBUG_WRITER", "`1`: the writer process logs each write and failure to stderr", "unset", False,
+           "writer process"),
 )
 
 
 def describe_settings_table() -> str:
     """The Markdown table of :data:`ENV_VARS` (README.md holds a copy; a test keeps them equal)."""
-    rows = ["| Variable | Meaning | Default |", "|---|---|---|"]
+    rows = ["| Variable | Meaning | Default | Read by |", "|---|---|---|---|"]
     for var in ENV_VARS:
-        rows.append(f"| `{var.name}` | {var.meaning} | {var.default} |")
+        rows.append(f"| `{var.name}` | {var.meaning} | {var.default} | {var.read_by} |")
     return "\n".join(rows) + "\n"
 
 
+# --- Parsers: (stripped value, variable name, ...) -> parsed value; a bad value raises ConfigError --------------------
+def _bad(name: str, value: str, accepted: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} is not valid; use {accepted}")
+
+
+def _parses(kind: type, value: str | None) -> bool:
+    try:
+        return value is not None and kind(value) is not None
+    except ValueError:
+        return False
+
+
+def _bool(value: str, name: str) -> bool:
+    if value.lower() not in ("true", "1", "false", "0"):
+        raise _bad(name, value, "one of: true, false")
+    return value.lower() in ("true", "1")
+
+
+def _positive_int(value: str, name: str) -> int:
+    if not _parses(int, value) or int(value) <= 0:
+        raise _bad(name, value, "a positive integer")
+    return int(value)
+
+
+def _seconds(value: str, name: str, allow_zero: bool = True) -> float:
+    number = float(value) if _parses(float, value) else math.nan
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise _bad(name, value, "a number of seconds >= 0" if allow_zero else "a positive number of seconds")
+    return number
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...], note: str = "") -> str:
+    if value.lower() not in choices:
+        raise _bad(name, value, "one of: " + ", ".join(choices) + note)
+    return value.lower()
+
+
+def _exporter_list(value: str, name: str) -> tuple[str, ...]:
+    items = [item.strip().lower() for item in value.split(",") if item.strip()]
+    for item in items:
+        if item not in TRACES_EXPORTERS:
+            raise ConfigError(f"{name}={value!r} is not valid: {item!r} is unknown; use a comma list of: "
+                              f"{', '.join(TRACES_EXPORTERS)}")
+    if "none" in items and len(items) > 1:
+        raise ConfigError(f"{name}={value!r} is not valid: 'none' cannot be combined with other exporters")
+    return tuple(dict.fromkeys(i for i in items if i != "none"))
+
+
+def _capture(value: str, name: str) -> ContentCapture:
+    lowered = value.lower()
+    if lowered in ("true", "1", "false", "0"):
+        return ContentCapture.SPAN_ONLY if lowered in ("true", "1") else ContentCapture.NO_CONTENT
+    try:
+        return ContentCapture(value.upper())
+    except ValueError:
+        accepted = ", ".join([m.value for m in ContentCapture] + ["true", "false"])
+        raise ConfigError(f"{name}={value!r} is not valid; use one of: {accepted}") from None
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    # host[:port] exactly as written: parts.port would raise on a bad port before _url() can name the variable
+    netloc = f"{parts.username}:{MASK}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _url(value: str, name: str) -> str:
+    """The SDK takes any string here and fails at every export (gRPC without a scheme even goes TLS silently)."""
+    try:
+        shown = _mask_url(value) if "@" in value else value
+    except ValueError:
+        shown = "(value hidden)"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise _bad(name, shown, "a URL such as http://localhost:4317") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _bad(name, shown, "a URL such as http://localhost:4317 (scheme http or https, and a host)")
+    return value
+
+
+def _header_names(value: str, name: str) -> tuple[str, ...]:
+    """Names of the headers in a ``k=v,k2=v2`` value. A header the SDK cannot parse is refused: the SDK would log it,
+    secret included. Values are never kept, and never put in an error message."""
+    from opentelemetry.util.re import _DELIMITER_PATTERN, _LIBERAL_HEADER_PATTERN  # the SDK's own parse rule
+
+    names = []
+    for item in _DELIMITER_PATTERN.split(value):
+        if item and not _LIBERAL_HEADER_PATTERN.fullmatch(item.strip()):
+            raise ConfigError(f"{name} is not valid (value hidden); use key=value pairs separated by commas, values "
+                              f"without quotes, backslashes, semicolons or non-ASCII characters (URL-encode them), "
+                              f"e.g. x-mlflow-experiment-id=123")
+        if item:
+            names.append(item.partition("=")[0].strip().lower())
+    return tuple(names)
+
+
+class _Env:
+    """Reads variables: a bad value raises ConfigError or, given a ``problems`` list, goes there (the default used)."""
+
+    def __init__(self, environ: Mapping[str, str], problems: list[str] | None) -> None:
+        self.environ, self.problems = environ, problems
+
+    def get(self, name: str) -> str | None:
+        """The stripped value, or None when unset or empty (the OTel spec treats empty as unset)."""
+        value = (self.environ.get(name) or "").strip()
+        return value or None
+
+    def read(self, parse: Callable[..., Any], name: str, *args: Any, default: Any = None) -> Any:
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            return parse(value, name, *args)
+        except ConfigError as exc:
+            self.refuse(exc)
+            return default
+
+    def refuse(self, exc: ConfigError) -> None:
+        if self.problems is None:
+            raise exc
+        self.problems.append(str(exc))
+
+
+def _used(env: _Env, traces_name: str, base_name: str) -> str | None:
+    """The variable the SDK's trace exporter takes the value from: the ``_TRACES_`` one when set, else the base one."""
+    return traces_name if env.get(traces_name) else base_name if env.get(base_name) else None
+
+
+# --- What instrument() reads: a bad value is a warning and the default ------------------------------------------------
+_warned: set[str] = set()
+
+
+def _lenient(environ: Mapping[str, str], parse: Callable[..., Any], name: str, default: Any) -> Any:
+    problems: list[str] = []
+    value = _Env(environ, problems).read(parse, name, default=default)
+    for problem in problems:
+        if problem not in _warned:  # once per bad value, however often instrument() runs
+            _warned.add(problem)
+            _logger.warning("ag2-otel: %s; using the default (%s)", problem, getattr(default, "value", default))
+    return value
+
+
+def content_capture(
+    argument: bool | str | ContentCapture | None,
+    default: ContentCapture,
+    environ: Mapping[str, str] = os.environ,
+) -> ContentCapture:
+    """The content mode: an explicit argument wins, else OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, else
+    default. A bad argument raises ConfigError (a mistake in code); a bad environment value is a warning and the
+    default (``autolog()`` refuses it earlier, in :func:`load_settings`)."""
+    if isinstance(argument, ContentCapture):
+        return argument
+    if isinstance(argument, bool):
+        return ContentCapture.SPAN_ONLY if argument else ContentCapture.NO_CONTENT
+    if argument is not None:
+        return _capture(str(argument).strip(), "capture_content argument")
+    return _lenient(environ, _capture, CAPTURE_CONTENT_ENV, default)
+
+
+def instrumentation_limits(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """(AG2_OTEL_MAX_CONTENT_CHARS, AG2_OTEL_MAX_MESSAGES) for instrument(): a bad value is a warning, the default."""
+    return (_lenient(environ, _positive_int, "AG2_OTEL_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS),
+            _lenient(environ, _positive_int, "AG2_OTEL_MAX_MESSAGES", DEFAULT_MAX_MESSAGES))
+
+
+def exit_flush_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """AG2_OTEL_EXIT_FLUSH_TIMEOUT alone (the ``mlflow`` span exporter reads nothing else); a bad value raises."""
+    return _Env(environ, None).read(_seconds, "AG2_OTEL_EXIT_FLUSH_TIMEOUT", default=DEFAULT_EXIT_FLUSH_TIMEOUT)
+
+
+# --- What autolog() reads: validated, a bad value raises ConfigError --------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What the environment asks for, validated. Holds no secret values (header names only, no token)."""
+    """What the environment asks autolog() for, validated. Holds no secret values (header names only, no token)."""
 
     sdk_disabled: bool = False
-    service_name: str | None = None
     traces_exporters: tuple[str, ...] | None = None  # None: OTEL_TRACES_EXPORTER unset
     otlp_protocol: str = "grpc"
     otlp_endpoint: str = "http://localhost:4317"  # the traces endpoint the SDK will use (password in a URL masked)
     otlp_endpoint_configured: bool = False  # an OTLP endpoint variable is set
-    otlp_header_names: tuple[str, ...] = ()
-    otlp_timeout: float | None = None
-    otlp_compression: str | None = None
-    sampler: str | None = None
-    sampler_arg: float | None = None
-    bsp_schedule_delay_ms: int | None = None
-    bsp_max_queue_size: int | None = None
-    bsp_max_export_batch_size: int | None = None
-    bsp_export_timeout_ms: int | None = None
+    otlp_header_names: tuple[str, ...] = ()  # () when the OTLP exporter variables were not checked
+    otlp_timeout: float | None = None  # None: unset, or the OTLP exporter variables were not checked
     capture_content: ContentCapture | None = None  # None: unset, the caller's default applies
     mlflow_explicit: bool | None = None  # AG2_OTEL_MLFLOW as given, None when unset
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
@@ -215,11 +356,8 @@ class Settings:
     # --- which sinks are on -------------------------------------------------------------------------------------
     @property
     def otlp_enabled(self) -> bool:
-        if self.sdk_disabled:
-            return False
-        if self.traces_exporters is None:
-            return self.otlp_endpoint_configured
-        return "otlp" in self.traces_exporters
+        listed = self.otlp_endpoint_configured if self.traces_exporters is None else "otlp" in self.traces_exporters
+        return not self.sdk_disabled and listed
 
     @property
     def console_enabled(self) -> bool:
@@ -227,13 +365,9 @@ class Settings:
 
     @property
     def mlflow_enabled(self) -> bool:
-        if self.sdk_disabled:
-            return False
         if self.mlflow_explicit is not None:
-            return self.mlflow_explicit
-        if self.traces_exporters is None:
-            return True
-        return "mlflow" in self.traces_exporters
+            return not self.sdk_disabled and self.mlflow_explicit
+        return not self.sdk_disabled and (self.traces_exporters is None or "mlflow" in self.traces_exporters)
 
     def masked(self) -> dict[str, Any]:
         """A dict safe to print or log: header values and tokens appear only as ``***``."""
@@ -254,256 +388,117 @@ class Settings:
         return out
 
 
-# --- parsing helpers --------------------------------------------------------------------------------------------
-def _get(environ: Mapping[str, str], name: str) -> str | None:
-    """The stripped value, or None when unset or empty (the OTel spec treats empty as unset)."""
-    value = environ.get(name)
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
+def load_settings(
+    environ: Mapping[str, str] = os.environ,
+    *,
+    otlp_exporter: bool | None = None,
+    problems: list[str] | None = None,
+) -> Settings:
+    """Read and validate what autolog() uses; a bad value raises :class:`ConfigError`.
 
-
-def _bad(name: str, value: str, accepted: str) -> ConfigError:
-    return ConfigError(f"{name}={value!r} is not valid; use {accepted}")
-
-
-def _bool(environ: Mapping[str, str], name: str) -> bool | None:
-    value = _get(environ, name)
-    if value is None:
-        return None
-    lowered = value.lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0"):
-        return False
-    raise _bad(name, value, "one of: true, false")
-
-
-def _positive_int(environ: Mapping[str, str], name: str) -> int | None:
-    value = _get(environ, name)
-    if value is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise _bad(name, value, "a positive integer") from None
-    if number <= 0:
-        raise _bad(name, value, "a positive integer")
-    return number
-
-
-def _number(environ: Mapping[str, str], name: str, *, allow_zero: bool) -> float | None:
-    value = _get(environ, name)
-    if value is None:
-        return None
-    accepted = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
-    try:
-        number = float(value)
-    except ValueError:
-        raise _bad(name, value, accepted) from None
-    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        raise _bad(name, value, accepted)
-    return number
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    # host[:port] exactly as written: parts.port would raise on a bad port before _url() can name the variable
-    netloc = f"{parts.username}:{MASK}@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def _url(environ: Mapping[str, str], name: str) -> str | None:
-    value = _get(environ, name)
-    if value is None:
-        return None
-    shown = _mask_url(value) if "@" in value else value
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise _bad(name, shown, "a URL such as http://localhost:4317") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _bad(name, shown, "a URL such as http://localhost:4317 (scheme http or https, and a host)")
-    return value
-
-
-def _one_of(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
-    value = _get(environ, name)
-    if value is None:
-        return None
-    if value.lower() not in choices:
-        raise _bad(name, value, "one of: " + ", ".join(choices))
-    return value.lower()
-
-
-def _header_names(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Names of the headers in a ``k=v,k2=v2`` value. Values are never kept, and never put in an error message."""
-    value = _get(environ, name)
-    if value is None:
-        return ()
-    names = []
-    for item in value.split(","):
-        if not item.strip():
-            continue
-        key, sep, _ = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{name} is not valid (value hidden); use key=value pairs separated by commas, "
-                              f"e.g. x-mlflow-experiment-id=123")
-        names.append(key.strip().lower())
-    return tuple(names)
-
-
-def _known_samplers() -> tuple[str, ...]:
-    from opentelemetry.sdk.trace.sampling import _KNOWN_SAMPLERS  # the SDK's own names
-
-    names = list(_KNOWN_SAMPLERS)
-    try:
-        from importlib.metadata import entry_points
-
-        names += [ep.name for ep in entry_points(group=_SAMPLER_ENTRY_POINT_GROUP)]
-    except Exception:  # pragma: no cover - metadata problems must not break configuration
-        pass
-    return tuple(dict.fromkeys(names))
-
-
-# --- the loader -------------------------------------------------------------------------------------------------
-def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
-    """Read and validate every variable in :data:`ENV_VARS`; a bad value raises :class:`ConfigError`."""
+    otlp_exporter: also check the OTLP exporter's and batch processor's variables (:func:`build_otlp_span_exporter`
+        checks them again); None: when the OTLP sink is on. autolog() passes False: it checks them only if it builds
+        the exporter (not for a provider you brought).
+    problems: collect every bad value here (and use its default) instead of raising at the first.
+    """
+    env = _Env(environ, problems)
     warnings: list[str] = []
-
-    sdk_disabled = bool(_bool(environ, "OTEL_SDK_DISABLED"))
-
-    exporters: tuple[str, ...] | None = None
-    raw = _get(environ, "OTEL_TRACES_EXPORTER")
-    if raw is not None:
-        items = [item.strip().lower() for item in raw.split(",") if item.strip()]
-        for item in items:
-            if item not in TRACES_EXPORTERS:
-                raise ConfigError(f"OTEL_TRACES_EXPORTER={raw!r} is not valid: {item!r} is unknown; use a comma "
-                                  f"list of: {', '.join(TRACES_EXPORTERS)}")
-        if "none" in items and len(items) > 1:
-            raise ConfigError(f"OTEL_TRACES_EXPORTER={raw!r} is not valid: 'none' cannot be combined with other "
-                              f"exporters")
-        exporters = tuple(dict.fromkeys(i for i in items if i != "none"))
-
-    protocol = (_one_of(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", OTLP_PROTOCOLS)
-                or _one_of(environ, "OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOLS) or "grpc")
-    # validate both even when the traces one wins: a typo in either is a typo
-    _one_of(environ, "OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOLS)
-
-    traces_endpoint = _url(environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    base_endpoint = _url(environ, "OTEL_EXPORTER_OTLP_ENDPOINT")
-    if traces_endpoint:
-        endpoint = traces_endpoint
-        path = urlsplit(traces_endpoint).path
-        if protocol == "http/protobuf" and path in ("", "/"):
-            warnings.append("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as is for http/protobuf and has no path; "
-                            "collectors and MLflow listen on /v1/traces")
-    elif base_endpoint:
-        endpoint = (f"{base_endpoint.removesuffix('/')}/v1/traces" if protocol == "http/protobuf"
-                    else base_endpoint)
-    else:
-        endpoint = "http://localhost:4318/v1/traces" if protocol == "http/protobuf" else "http://localhost:4317"
-    port = urlsplit(endpoint).port
-    if protocol == "grpc" and port == 4318:
-        warnings.append("OTLP protocol is grpc but the endpoint port is 4318, the usual OTLP/HTTP port")
-    if protocol == "http/protobuf" and port == 4317:
-        warnings.append("OTLP protocol is http/protobuf but the endpoint port is 4317, the usual OTLP/gRPC port")
-
-    header_names = (_header_names(environ, "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-                    or _header_names(environ, "OTEL_EXPORTER_OTLP_HEADERS"))
-    _header_names(environ, "OTEL_EXPORTER_OTLP_HEADERS")
-
-    timeout = _number(environ, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", allow_zero=False)
-    base_timeout = _number(environ, "OTEL_EXPORTER_OTLP_TIMEOUT", allow_zero=False)
-    timeout = timeout if timeout is not None else base_timeout
-
-    accepted_compression = _COMPRESSION_BY_PROTOCOL[protocol]
-    compression = None
-    for name in ("OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"):
-        value = _get(environ, name)
-        if value is None:
-            continue
-        if value.lower() not in accepted_compression:
-            raise _bad(name, value, f"one of: {', '.join(accepted_compression)} (with protocol {protocol})")
-        compression = value.lower()  # the traces variable is read last and wins
-
-    sampler = None
-    sampler_arg = None
-    raw_sampler = _get(environ, "OTEL_TRACES_SAMPLER")
-    if raw_sampler is not None:
-        known = _known_samplers()
-        if raw_sampler.lower() not in known:
-            raise _bad("OTEL_TRACES_SAMPLER", raw_sampler, "one of: " + ", ".join(known))
-        sampler = raw_sampler.lower()
-    raw_arg = _get(environ, "OTEL_TRACES_SAMPLER_ARG")
-    if raw_arg is not None and (sampler in _RATIO_SAMPLERS or sampler is None):
-        try:
-            sampler_arg = float(raw_arg)
-        except ValueError:
-            sampler_arg = math.nan
-        if not 0.0 <= sampler_arg <= 1.0:
-            raise _bad("OTEL_TRACES_SAMPLER_ARG", raw_arg, "a number from 0 to 1 for the ratio samplers")
-        if sampler is None:
-            warnings.append("OTEL_TRACES_SAMPLER_ARG is set but OTEL_TRACES_SAMPLER is not; the argument is ignored")
-
-    bsp = {name: _positive_int(environ, f"OTEL_BSP_{name}")
-           for name in ("SCHEDULE_DELAY", "MAX_QUEUE_SIZE", "MAX_EXPORT_BATCH_SIZE", "EXPORT_TIMEOUT")}
-    queue = bsp["MAX_QUEUE_SIZE"] or 2048
-    batch = bsp["MAX_EXPORT_BATCH_SIZE"] or 512
-    if batch > queue:
-        raise ConfigError(f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch} is larger than OTEL_BSP_MAX_QUEUE_SIZE={queue}; "
-                          f"the batch size must be <= the queue size")
-
-    capture = content_capture(None, default=None, environ=environ)  # type: ignore[arg-type]
-
-    max_content_chars = _positive_int(environ, "AG2_OTEL_MAX_CONTENT_CHARS")
-    max_messages = _positive_int(environ, "AG2_OTEL_MAX_MESSAGES")
-    exit_flush = _number(environ, "AG2_OTEL_EXIT_FLUSH_TIMEOUT", allow_zero=True)
-    writer = (_get(environ, "AG2_OTEL_MLFLOW_WRITER") or "process").strip().lower()
-    if writer not in MLFLOW_WRITERS:
-        raise _bad("AG2_OTEL_MLFLOW_WRITER", writer, "`process` or `inline`")
-    max_traces = _positive_int(environ, "AG2_OTEL_MAX_TRACES")
-    retry_timeout = _number(environ, "AG2_OTEL_MLFLOW_RETRY_TIMEOUT", allow_zero=True)
-    databricks_host = _get(environ, "DATABRICKS_HOST")
-
+    protocol = (env.read(_choice, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", OTLP_PROTOCOLS)
+                or env.read(_choice, "OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOLS) or "grpc")
+    endpoint_name = _used(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    writer = env.read(_choice, "AG2_OTEL_MLFLOW_WRITER", MLFLOW_WRITERS, default="process")
     settings = Settings(
-        sdk_disabled=sdk_disabled,
-        service_name=_get(environ, "OTEL_SERVICE_NAME"),
-        traces_exporters=exporters,
+        sdk_disabled=env.read(_bool, "OTEL_SDK_DISABLED", default=False),
+        traces_exporters=env.read(_exporter_list, "OTEL_TRACES_EXPORTER"),
         otlp_protocol=protocol,
-        otlp_endpoint=_mask_url(endpoint),
-        otlp_endpoint_configured=bool(traces_endpoint or base_endpoint),
-        otlp_header_names=header_names,
-        otlp_timeout=timeout,
-        otlp_compression=compression,
-        sampler=sampler,
-        sampler_arg=sampler_arg,
-        bsp_schedule_delay_ms=bsp["SCHEDULE_DELAY"],
-        bsp_max_queue_size=bsp["MAX_QUEUE_SIZE"],
-        bsp_max_export_batch_size=bsp["MAX_EXPORT_BATCH_SIZE"],
-        bsp_export_timeout_ms=bsp["EXPORT_TIMEOUT"],
-        capture_content=capture,
-        mlflow_explicit=_bool(environ, "AG2_OTEL_MLFLOW"),
-        max_content_chars=max_content_chars or DEFAULT_MAX_CONTENT_CHARS,
-        max_messages=max_messages or DEFAULT_MAX_MESSAGES,
-        exit_flush_timeout=DEFAULT_EXIT_FLUSH_TIMEOUT if exit_flush is None else exit_flush,
+        otlp_endpoint=_traces_endpoint(env, protocol, endpoint_name),
+        otlp_endpoint_configured=endpoint_name is not None,
+        capture_content=env.read(_capture, CAPTURE_CONTENT_ENV),
+        mlflow_explicit=env.read(_bool, "AG2_OTEL_MLFLOW"),
+        max_content_chars=env.read(_positive_int, "AG2_OTEL_MAX_CONTENT_CHARS", default=DEFAULT_MAX_CONTENT_CHARS),
+        max_messages=env.read(_positive_int, "AG2_OTEL_MAX_MESSAGES", default=DEFAULT_MAX_MESSAGES),
+        exit_flush_timeout=env.read(_seconds, "AG2_OTEL_EXIT_FLUSH_TIMEOUT", default=DEFAULT_EXIT_FLUSH_TIMEOUT),
         mlflow_writer=writer,
-        max_traces=max_traces or DEFAULT_MAX_TRACES,
-        mlflow_retry_timeout=DEFAULT_MLFLOW_RETRY_TIMEOUT if retry_timeout is None else retry_timeout,
-        databricks_host=databricks_host,
-        databricks_token_set=_get(environ, "DATABRICKS_TOKEN") is not None,
-        warnings=tuple(warnings),
+        max_traces=env.read(_positive_int, "AG2_OTEL_MAX_TRACES", default=DEFAULT_MAX_TRACES),
+        mlflow_retry_timeout=env.read(_seconds, "AG2_OTEL_MLFLOW_RETRY_TIMEOUT", default=DEFAULT_MLFLOW_RETRY_TIMEOUT),
+        databricks_host=env.get("DATABRICKS_HOST"),
+        databricks_token_set=env.get("DATABRICKS_TOKEN") is not None,
     )
+    if otlp_exporter or (otlp_exporter is None and settings.otlp_enabled):
+        header_names, timeout = _check_otlp_exporter(env, protocol, warnings)
+        settings = dataclasses.replace(settings, otlp_header_names=header_names, otlp_timeout=timeout)
     for warning in warnings:
         _logger.warning("ag2-otel configuration: %s", warning)
-    return settings
+    return dataclasses.replace(settings, warnings=tuple(warnings))
 
 
+def _traces_endpoint(env: _Env, protocol: str, name: str | None) -> str:
+    """The traces endpoint the SDK will use, shown with a password in it masked."""
+    http = protocol == "http/protobuf"
+    value = env.get(name) if name else "http://localhost:4318" if http else "http://localhost:4317"
+    if http and name != "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
+        value = f"{value.removesuffix('/')}/v1/traces"
+    try:
+        return _mask_url(value)
+    except ValueError:  # not a URL: _check_otlp_exporter names the variable
+        return "(not a URL)"
+
+
+def _check_otlp_exporter(env: _Env, protocol: str, warnings: list[str]) -> tuple[tuple[str, ...], float | None]:
+    """Refuse what the SDK's OTLP span exporter and batch span processor would raise on when built, misuse at every
+    export, or log with its secret; what the SDK reports itself and falls back on is left to it."""
+    grpc = protocol == "grpc"
+    if grpc:  # the gRPC exporter reads these raw: set but empty raises when it is built (endpoint: never connects)
+        raw = env.environ
+        suspects = ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"]
+        suspects += [f"OTEL_EXPORTER_OTLP_{kind}" for kind in ("TIMEOUT", "COMPRESSION")
+                     if f"OTEL_EXPORTER_OTLP_TRACES_{kind}" not in raw]  # the base one is read only then
+        if not env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            suspects.append("OTEL_EXPORTER_OTLP_ENDPOINT")
+        for name in suspects:
+            if name in raw and not raw[name].strip():
+                env.refuse(ConfigError(f"{name} is set but empty; the gRPC exporter does not read empty as unset: "
+                                       f"unset it or give a value"))
+
+    endpoint_name = _used(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint_name is not None and env.read(_url, endpoint_name) is not None:  # the SDK takes any string
+        parts = urlsplit(env.get(endpoint_name) or "")
+        if endpoint_name.endswith("TRACES_ENDPOINT") and not grpc and parts.path in ("", "/"):
+            warnings.append("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as is for http/protobuf and has no path; "
+                            "collectors and MLflow listen on /v1/traces")
+        if parts.port == (4318 if grpc else 4317):
+            warnings.append(f"OTLP protocol is {protocol} but the endpoint port is {parts.port}, the usual "
+                            f"OTLP/{'HTTP' if grpc else 'gRPC'} port")
+
+    headers_name = _used(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+    header_names = env.read(_header_names, headers_name, default=()) if headers_name else ()
+
+    # timeout: <= 0 fails every export (gRPC turns 0 into 10 silently); gRPC raises on a non-number, http/protobuf
+    # warns and uses 10 s itself
+    timeout = None
+    timeout_name = _used(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+    if timeout_name is not None and (grpc or _parses(float, env.get(timeout_name))):
+        timeout = env.read(_seconds, timeout_name, False)
+
+    # compression: gRPC raises on anything but gzip; http/protobuf warns about an unknown value and sends uncompressed
+    compression_name = _used(env, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")
+    if grpc and compression_name is not None:
+        env.read(_choice, compression_name, ("gzip",), " (with protocol grpc)")
+
+    # batch span processor: raises on a value <= 0 and on a batch larger than the queue; a value that is not an
+    # integer is logged by the SDK, which uses its default
+    sizes = {}
+    for name in ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        sizes[name] = env.read(_positive_int, name) if _parses(int, env.get(name)) else None
+    queue = sizes["OTEL_BSP_MAX_QUEUE_SIZE"] or 2048
+    batch = sizes["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] or 512
+    if batch > queue:
+        env.refuse(ConfigError(f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch} is larger than OTEL_BSP_MAX_QUEUE_SIZE="
+                               f"{queue}; the batch size must be <= the queue size"))
+    return header_names, timeout
+
+
+# --- The OTLP exporter: the SDK's own, built with no arguments --------------------------------------------------------
 def _certificate_keeping_session():
     """A requests session on which the CA file the SDK sets (OTEL_EXPORTER_OTLP_CERTIFICATE) stays in force.
 
@@ -527,8 +522,13 @@ def build_otlp_span_exporter(settings: Settings):
     """The SDK's own OTLPSpanExporter for ``settings.otlp_protocol``, built with no arguments.
 
     It reads endpoint, headers, timeout, compression and certificates from ``os.environ`` itself; pass settings
-    loaded from ``os.environ`` so the protocol chosen here matches what the exporter will read.
+    loaded from ``os.environ`` so the protocol chosen here matches what the exporter will read. Raises ConfigError
+    first for a value the exporter or its batch span processor cannot use.
     """
+    warnings: list[str] = []
+    _check_otlp_exporter(_Env(os.environ, None), settings.otlp_protocol, warnings)
+    for warning in warnings:
+        _logger.warning("ag2-otel configuration: %s", warning)
     if settings.otlp_protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

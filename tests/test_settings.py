@@ -37,31 +37,14 @@ def test_defaults_from_an_empty_environment():
     ({"OTEL_SDK_DISABLED": "yes please"}, "OTEL_SDK_DISABLED='yes please' is not valid; use one of: true, false"),
     ({"OTEL_TRACES_EXPORTER": "otlp,zipkin"}, "'zipkin' is unknown"),
     ({"OTEL_TRACES_EXPORTER": "none,otlp"}, "'none' cannot be combined"),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"}, "OTEL_EXPORTER_OTLP_ENDPOINT='collector:4317'"),
-    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT='http://'"),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:99999"}, "OTEL_EXPORTER_OTLP_ENDPOINT='http://h:99999'"),
-    ({"OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, "OTEL_EXPORTER_OTLP_TIMEOUT='10s' is not valid; use a positive number"),
-    ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0"}, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT='0'"),
-    ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "OTEL_EXPORTER_OTLP_COMPRESSION='zstd' is not valid; use one of: gzip"),
-    # the SDK's grpc exporter knows only gzip and raises on 'none'/'deflate' when built
-    ({"OTEL_EXPORTER_OTLP_COMPRESSION": "deflate"}, "use one of: gzip (with protocol grpc)"),
-    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "br"},
-     "use one of: gzip, deflate, none (with protocol http/protobuf)"),
-    ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER='sometimes' is not valid; use one of: always_on"),
-    ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"},
-     "OTEL_TRACES_SAMPLER_ARG='1.5' is not valid; use a number from 0 to 1"),
-    ({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "half"},
-     "OTEL_TRACES_SAMPLER_ARG='half'"),
-    ({"OTEL_BSP_MAX_QUEUE_SIZE": "-1"}, "OTEL_BSP_MAX_QUEUE_SIZE='-1' is not valid; use a positive integer"),
-    ({"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "OTEL_BSP_SCHEDULE_DELAY='5s'"),
-    ({"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "200"},
-     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=200 is larger than OTEL_BSP_MAX_QUEUE_SIZE=100"),
-    ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}, "larger than OTEL_BSP_MAX_QUEUE_SIZE=2048"),
     ({"AG2_OTEL_MLFLOW": "maybe"}, "AG2_OTEL_MLFLOW='maybe' is not valid; use one of: true, false"),
     ({"AG2_OTEL_MAX_CONTENT_CHARS": "0"}, "AG2_OTEL_MAX_CONTENT_CHARS='0' is not valid; use a positive integer"),
     ({"AG2_OTEL_MAX_MESSAGES": "ten"}, "AG2_OTEL_MAX_MESSAGES='ten'"),
     ({"AG2_OTEL_EXIT_FLUSH_TIMEOUT": "-1"}, "AG2_OTEL_EXIT_FLUSH_TIMEOUT='-1' is not valid; use a number of seconds"),
     ({"AG2_OTEL_EXIT_FLUSH_TIMEOUT": "inf"}, "AG2_OTEL_EXIT_FLUSH_TIMEOUT='inf'"),
+    ({"AG2_OTEL_MLFLOW_WRITER": "thread"}, "AG2_OTEL_MLFLOW_WRITER='thread' is not valid; use one of: process, inline"),
+    ({"AG2_OTEL_MAX_TRACES": "-5"}, "AG2_OTEL_MAX_TRACES='-5'"),
+    ({"AG2_OTEL_MLFLOW_RETRY_TIMEOUT": "soon"}, "AG2_OTEL_MLFLOW_RETRY_TIMEOUT='soon'"),
     ({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "everything"},
      "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT='everything'"),
 ])
@@ -69,6 +52,67 @@ def test_bad_values_raise_config_error_naming_variable(env, message):
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     assert message in str(info.value)
+
+
+# Values of the OTLP exporter / batch span processor variables that the SDK raises on when the exporter is built,
+# misuses at every export, or logs with its secret (tests/test_config_scope.py shows what the SDK does with each).
+# They are checked only when the OTLP sink is on: autolog() builds the exporter then, and only then.
+OTLP_ON = {"OTEL_TRACES_EXPORTER": "otlp"}
+HTTP = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+BAD_EXPORTER_VALUES = [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"}, "OTEL_EXPORTER_OTLP_ENDPOINT='collector:4317'"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://"}, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT='http://'"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:99999"}, "OTEL_EXPORTER_OTLP_ENDPOINT='http://h:99999'"),
+    ({"OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, "OTEL_EXPORTER_OTLP_TIMEOUT='10s' is not valid; use a positive number"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0"}, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT='0'"),
+    ({**HTTP, "OTEL_EXPORTER_OTLP_TIMEOUT": "-1"}, "OTEL_EXPORTER_OTLP_TIMEOUT='-1'"),
+    ({"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "OTEL_EXPORTER_OTLP_COMPRESSION='zstd' is not valid; use one of: gzip"),
+    # the SDK's grpc exporter knows only gzip and raises on 'none'/'deflate' when built
+    ({"OTEL_EXPORTER_OTLP_COMPRESSION": "deflate"}, "use one of: gzip (with protocol grpc)"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "none"}, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION='none'"),
+    # the grpc exporter reads these raw: empty raises (timeout, compression) or targets "" (endpoint)
+    ({"OTEL_EXPORTER_OTLP_TIMEOUT": ""}, "OTEL_EXPORTER_OTLP_TIMEOUT is set but empty"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": " "}, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION is set but empty"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, "OTEL_EXPORTER_OTLP_ENDPOINT is set but empty"),
+    ({"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer \"x\""}, "OTEL_EXPORTER_OTLP_HEADERS is not valid (value hidden)"),
+    ({"OTEL_BSP_MAX_QUEUE_SIZE": "-1"}, "OTEL_BSP_MAX_QUEUE_SIZE='-1' is not valid; use a positive integer"),
+    ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY='0'"),
+    ({"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "200"},
+     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=200 is larger than OTEL_BSP_MAX_QUEUE_SIZE=100"),
+    ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}, "larger than OTEL_BSP_MAX_QUEUE_SIZE=2048"),
+]
+
+
+@pytest.mark.parametrize("env, message", BAD_EXPORTER_VALUES)
+def test_bad_exporter_values_raise_when_the_otlp_exporter_is_used(env, message):
+    with pytest.raises(ConfigError) as info:
+        load_settings({**OTLP_ON, **env})
+    assert message in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env, otlp_exporter=True)
+    assert message in str(info.value)
+    load_settings(env, otlp_exporter=False)  # autolog() with a provider of yours: these values are not its business
+    if not any(k.endswith("ENDPOINT") for k in env):
+        load_settings(env)  # the OTLP sink is off: the exporter is never built
+
+
+def test_values_the_shadowed_base_variable_would_fail_on_are_not_read():
+    # the _TRACES_ variable is the one the SDK's trace exporter reads; the base one is for other signals
+    env = {**OTLP_ON, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "5", "OTEL_EXPORTER_OTLP_TIMEOUT": "soon",
+           "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_COMPRESSION": "deflate",
+           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": "c:4317"}
+    s = load_settings(env)
+    assert s.otlp_timeout == 5.0 and s.otlp_endpoint == "http://c:4317"
+
+
+def test_collect_mode_lists_every_problem_and_uses_the_defaults():
+    problems = []
+    s = load_settings({"OTEL_EXPORTER_OTLP_PROTOCOL": "htttp", "AG2_OTEL_MAX_MESSAGES": "ten", **OTLP_ON,
+                       "OTEL_EXPORTER_OTLP_COMPRESSION": "deflate", "OTEL_BSP_MAX_QUEUE_SIZE": "-1"}, problems=problems)
+    assert (s.otlp_protocol, s.max_messages) == ("grpc", 20)
+    assert [p.split("=")[0] for p in problems] == [
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "AG2_OTEL_MAX_MESSAGES", "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_BSP_MAX_QUEUE_SIZE"]
 
 
 def test_good_values_are_parsed():
@@ -81,19 +125,17 @@ def test_good_values_are_parsed():
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100", "OTEL_BSP_EXPORT_TIMEOUT": "1000",
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "span_and_event",
         "AG2_OTEL_MLFLOW": "false", "AG2_OTEL_MAX_CONTENT_CHARS": "100", "AG2_OTEL_MAX_MESSAGES": "3",
-        "AG2_OTEL_EXIT_FLUSH_TIMEOUT": "0",
+        "AG2_OTEL_EXIT_FLUSH_TIMEOUT": "0", "AG2_OTEL_MLFLOW_WRITER": "Inline", "AG2_OTEL_MAX_TRACES": "7",
+        "AG2_OTEL_MLFLOW_RETRY_TIMEOUT": "1.5",
     })
     assert s.traces_exporters == ("otlp", "console")
     assert s.otlp_protocol == "http/protobuf"  # the _TRACES_ variable wins
     assert s.otlp_endpoint == "http://collector:4318/v1/traces"  # the SDK appends the signal path to the base
-    assert (s.otlp_timeout, s.otlp_compression) == (2.5, "deflate")
-    assert (s.sampler, s.sampler_arg) == ("parentbased_traceidratio", 0.25)
-    assert (s.bsp_schedule_delay_ms, s.bsp_max_queue_size, s.bsp_max_export_batch_size,
-            s.bsp_export_timeout_ms) == (200, 100, 100, 1000)
+    assert s.otlp_timeout == 2.5
     assert s.capture_content is ContentCapture.SPAN_AND_EVENT
     assert (s.max_content_chars, s.max_messages, s.exit_flush_timeout) == (100, 3, 0.0)
+    assert (s.mlflow_writer, s.max_traces, s.mlflow_retry_timeout) == ("inline", 7, 1.5)
     assert s.otlp_enabled and s.console_enabled and not s.mlflow_enabled
-    assert s.service_name == "svc"
 
 
 def test_empty_values_count_as_unset():
@@ -137,9 +179,10 @@ def test_secrets_never_appear_in_masked_repr_or_errors():
     assert masked["otlp_endpoint"] == "https://user:***@collector.example:4317"
     assert load_settings({}).masked()["databricks_token"] is None
 
-    with pytest.raises(ConfigError) as info:
-        load_settings({"OTEL_EXPORTER_OTLP_HEADERS": f"Bearer {secrets[0]}"})
-    assert secrets[0] not in str(info.value) and "OTEL_EXPORTER_OTLP_HEADERS" in str(info.value)
+    for bad in (f"Bearer {secrets[0]}", f'authorization=Bearer "{secrets[0]}"', f"a=1;x={secrets[0]}"):
+        with pytest.raises(ConfigError) as info:  # the SDK would log each of these, secret included
+            load_settings({**OTLP_ON, "OTEL_EXPORTER_OTLP_HEADERS": bad})
+        assert secrets[0] not in str(info.value) and "OTEL_EXPORTER_OTLP_HEADERS" in str(info.value)
     with pytest.raises(ConfigError) as info:
         load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": f"ftp://user:{secrets[2]}@host"})
     assert secrets[2] not in str(info.value)

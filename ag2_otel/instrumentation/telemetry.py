@@ -39,17 +39,37 @@ class Limits:
 
     @classmethod
     def from_env(cls) -> "Limits":
-        from ..config import load_settings  # validates: a bad value is a ConfigError naming the variable
+        """AG2_OTEL_MAX_CONTENT_CHARS and AG2_OTEL_MAX_MESSAGES only: a bad value is a warning and the default
+        (instrument() never raises over the environment; autolog() refuses a bad value before it gets here)."""
+        from ..config import instrumentation_limits
 
-        settings = load_settings()
-        return cls(max_content_chars=settings.max_content_chars, max_messages=settings.max_messages)
+        max_content_chars, max_messages = instrumentation_limits()
+        return cls(max_content_chars=max_content_chars, max_messages=max_messages)
+
+
+def _tracer(tracer_provider):
+    """Our tracer. With no provider given, the OTel API loads the one OTEL_PYTHON_TRACER_PROVIDER names and raises if
+    it cannot: then a proxy tracer (spans go to whichever provider is set globally later, if any), said once."""
+    try:
+        return trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
+    except Exception as exc:  # noqa: BLE001 - a bad OTEL_* value must not break instrument()
+        log_once("loading the global tracer provider (OTEL_PYTHON_TRACER_PROVIDER)", exc)
+        return trace.ProxyTracerProvider().get_tracer(SCOPE, __version__)
+
+
+def _meter(meter_provider):
+    try:
+        return metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
+    except Exception as exc:  # noqa: BLE001 - the same for OTEL_PYTHON_METER_PROVIDER: no metrics then
+        log_once("loading the global meter provider (OTEL_PYTHON_METER_PROVIDER)", exc)
+        return metrics.NoOpMeterProvider().get_meter(SCOPE, __version__)
 
 
 class Telemetry:
     def __init__(self, tracer_provider=None, meter_provider=None, capture: ContentCapture = ContentCapture.NO_CONTENT,
                  limits: Limits | None = None, redact: Callable[[str, str], str | None] | None = None) -> None:
-        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
-        meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
+        self.tracer = _tracer(tracer_provider)
+        meter = _meter(meter_provider)
         self.duration = meter.create_histogram(
             "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
             explicit_bucket_boundaries_advisory=_DURATION_BUCKETS)

@@ -83,7 +83,7 @@ class MlflowSpanExporter(SpanExporter):
 
         _keep_mlflow_writing_to_its_store()  # before MLflow sets up its tracer provider (see module docstring)
         if write_timeout is None:
-            write_timeout = config.load_settings().exit_flush_timeout
+            write_timeout = config.exit_flush_timeout()  # its one variable: no other OTEL_* value can fail it
         self._processor = MlflowSpanProcessor(
             max_traces=max_traces, max_spans_per_trace=max_spans_per_trace, wait_for_write=wait_for_write,
             write_timeout=write_timeout, nest_under_mlflow_span=False,
