@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 READY_DEADLINE_S = 120.0  # it takes ~25 s to answer on the 2-core CI box
+# the interpreter that runs `mlflow server`: a test venv holding only mlflow-tracing/skinny (no server in it) points
+# this at a Python with full MLflow (.ci/run: the main .venv)
+SERVER_PYTHON = os.environ.get("AG2_OTEL_TEST_MLFLOW_SERVER_PYTHON") or sys.executable
 
 
 def _free_port() -> int:
@@ -51,7 +54,7 @@ class MlflowServer:
         env["MLFLOW_MODEL_CATALOG_URI"] = ""  # the store prices spans from a catalog on GitHub; offline here
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "mlflow", "server",
+                SERVER_PYTHON, "-m", "mlflow", "server",
                 "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                 "--default-artifact-root", str(self.root / "artifacts"),
                 "--artifacts-destination", str(self.root / "artifacts"),
