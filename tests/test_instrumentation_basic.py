@@ -13,7 +13,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from ag2_otel import Ag2Instrumentor
 from ag2_otel import semconv as k
-from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+from ag2_otel.scripted import Step, ToolCall
+from tests.scripted_llm import scripted_llm_config
 from tests.helpers import assert_conversation_id, span_tree
 
 SECRET_KEY = "sk-test-SECRET-0123456789"
@@ -25,13 +26,14 @@ def _is_termination(message):
 
 
 def make_calculator_agents(script, *, llm_config=None):
-    """The calculator round trip from AG2's docs (tool use), on the scripted model."""
+    """The calculator round trip from AG2's docs (tool use): AG2's OpenAIClient against the local server, answering
+    from ``script``."""
     from autogen import ConversableAgent, register_function
 
     assistant = ConversableAgent(
         "assistant",
         system_message="You are a helpful AI assistant. You can help with simple calculations. Reply TERMINATE when done.",
-        llm_config=llm_config or scripted_llm_config(),
+        llm_config=llm_config or scripted_llm_config(script),
     )
     user = ConversableAgent("user", llm_config=False, is_termination_msg=_is_termination, human_input_mode="NEVER")
 
@@ -47,7 +49,6 @@ def make_calculator_agents(script, *, llm_config=None):
         raise ValueError("Invalid operator")
 
     register_function(calculator, caller=assistant, executor=user, name="calculator", description="A simple calculator")
-    assistant.register_model_client(ScriptedClient, script=script)
     return user, assistant
 
 
@@ -83,10 +84,12 @@ def test_two_agent_text_chat(instrument, span_exporter):
     from autogen import ConversableAgent
 
     instrument()
-    alice = ConversableAgent("alice", llm_config=scripted_llm_config(), human_input_mode="NEVER")
-    bob = ConversableAgent("bob", llm_config=scripted_llm_config(), human_input_mode="NEVER")
-    alice.register_model_client(ScriptedClient, script=[Step(text="hi bob", prompt_tokens=11, completion_tokens=3)])
-    bob.register_model_client(ScriptedClient, script=[Step(text="hi alice", prompt_tokens=13, completion_tokens=4)])
+    alice = ConversableAgent("alice", llm_config=scripted_llm_config([Step(text="hi bob", prompt_tokens=11,
+                                                                                completion_tokens=3)]),
+                             human_input_mode="NEVER")
+    bob = ConversableAgent("bob", llm_config=scripted_llm_config([Step(text="hi alice", prompt_tokens=13,
+                                                                            completion_tokens=4)]),
+                           human_input_mode="NEVER")
     result = alice.initiate_chat(bob, message="hello", max_turns=2)
 
     spans = span_exporter.get_finished_spans()
@@ -114,7 +117,8 @@ def test_two_agent_text_chat(instrument, span_exporter):
     assert [(s.attributes[k.USAGE_INPUT_TOKENS], s.attributes[k.USAGE_OUTPUT_TOKENS]) for s in llm] == [
         (13, 4), (11, 3), (13, 4)]
     assert [s.attributes[k.AGENT_NAME] for s in llm] == ["bob", "alice", "bob"]
-    assert llm[0].attributes[k.PROVIDER_NAME] == "ScriptedClient"
+    assert llm[0].attributes[k.PROVIDER_NAME] == "openai"
+    assert llm[0].attributes[k.SERVER_ADDRESS] == "127.0.0.1"
     assert llm[0].attributes[k.REQUEST_MODEL] == "scripted-model"
     assert list(llm[0].attributes[k.RESPONSE_FINISH_REASONS]) == ["stop"]
     assert llm[0].attributes[k.RESPONSE_ID].startswith("chatcmpl-")
@@ -173,20 +177,22 @@ class ProviderDown(RuntimeError):
 
 
 def test_llm_error_propagates_unchanged_and_marks_every_span(instrument, span_exporter):
+    """The provider answers HTTP 500: the openai SDK's exception reaches the caller, and every span says so."""
+    import openai
+
     instrument()
-    error = ProviderDown("503 from provider")
-    user, assistant = make_calculator_agents([Step(raise_error=error)])
-    with pytest.raises(ProviderDown) as raised:
+    user, assistant = make_calculator_agents([Step(raise_error=ProviderDown("503 from provider"))])
+    with pytest.raises(openai.InternalServerError) as raised:
         user.initiate_chat(assistant, message="hi", max_turns=2)
-    assert raised.value is error
+    assert "503 from provider" in str(raised.value)
 
     spans = span_exporter.get_finished_spans()
     assert span_tree(spans) == ["invoke_workflow initiate_chat", "  invoke_agent assistant", "    chat scripted-model"]
     for span in spans:
         assert span.status.status_code is StatusCode.ERROR
-        assert span.attributes[k.ERROR_TYPE] == "ProviderDown"
+        assert span.attributes[k.ERROR_TYPE] == "InternalServerError"
         event = next(e for e in span.events if e.name == "exception")
-        assert event.attributes["exception.type"].endswith("ProviderDown")
+        assert event.attributes["exception.type"] == "openai.InternalServerError"
 
 
 def test_async_chat_is_one_trace_with_llm_under_the_turn(instrument, span_exporter):
@@ -244,7 +250,9 @@ def test_content_mode_from_environment_and_event_only(instrument, span_exporter,
 
 def test_secrets_in_llm_config_never_reach_spans(instrument, span_exporter):
     instrument(capture_content=True)
-    llm_config = scripted_llm_config(api_key=SECRET_KEY, base_url=f"https://bob:{SECRET_PASSWORD}@llm.example.com:8443/v1")
+    llm_config = scripted_llm_config(CALCULATOR_SCRIPT, api_key=SECRET_KEY)
+    entry = llm_config["config_list"][0]  # the credentials really flow: the SDK sends them to the local server
+    entry["base_url"] = entry["base_url"].replace("http://", f"http://bob:{SECRET_PASSWORD}@")
     llm_config["temperature"] = 0.2
     user, assistant = make_calculator_agents(CALCULATOR_SCRIPT, llm_config=llm_config)
     user.initiate_chat(assistant, message="compute", max_turns=6)

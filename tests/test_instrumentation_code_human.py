@@ -7,7 +7,8 @@ import json
 from opentelemetry.trace import StatusCode
 
 from ag2_otel import semconv as k
-from ag2_otel.scripted import ScriptedClient, Step, scripted_llm_config
+from ag2_otel.scripted import Step
+from tests.scripted_llm import scripted_llm_config
 from tests.helpers import by_name, parent_of, span_tree
 
 
@@ -34,10 +35,9 @@ def test_code_execution_is_a_tool_span(instrument, span_exporter, tmp_path):
     from autogen.coding import LocalCommandLineCodeExecutor
 
     instrument(capture_content=True)
-    coder = ConversableAgent("coder", llm_config=scripted_llm_config(), human_input_mode="NEVER")
-    coder.register_model_client(ScriptedClient, script=[
+    coder = ConversableAgent("coder", llm_config=scripted_llm_config([
         Step(text="```python\nprint(6 * 7)\n```", prompt_tokens=40, completion_tokens=9),
-        Step(text="```python\nraise SystemExit(3)\n```", prompt_tokens=50, completion_tokens=9)])
+        Step(text="```python\nraise SystemExit(3)\n```", prompt_tokens=50, completion_tokens=9)]), human_input_mode="NEVER")
     runner = ConversableAgent("runner", llm_config=False, human_input_mode="NEVER",
                               code_execution_config={"executor": LocalCommandLineCodeExecutor(work_dir=tmp_path)})
     runner.initiate_chat(coder, message="compute", max_turns=3)
@@ -63,8 +63,8 @@ def test_human_input_span_records_prompt_and_reply_only_with_content(instrument,
     from autogen.io import IOStream
 
     instrument(capture_content=True)
-    assistant = ConversableAgent("assistant", llm_config=scripted_llm_config(), human_input_mode="NEVER")
-    assistant.register_model_client(ScriptedClient, script=[Step(text="What colour?", prompt_tokens=7, completion_tokens=3)])
+    assistant = ConversableAgent("assistant", llm_config=scripted_llm_config([
+        Step(text="What colour?", prompt_tokens=7, completion_tokens=3)]), human_input_mode="NEVER")
     human = ConversableAgent("human", llm_config=False, human_input_mode="ALWAYS")
     stream = ScriptedHuman(["blue, SECRET-ANSWER", "exit"])
     with IOStream.set_default(stream):
@@ -86,8 +86,8 @@ def test_human_input_without_content_records_no_text(instrument, span_exporter):
     from autogen.io import IOStream
 
     instrument(capture_content=False)
-    assistant = ConversableAgent("assistant", llm_config=scripted_llm_config(), human_input_mode="NEVER")
-    assistant.register_model_client(ScriptedClient, script=[Step(text="What colour?")])
+    assistant = ConversableAgent("assistant", llm_config=scripted_llm_config([Step(text="What colour?")]),
+                                 human_input_mode="NEVER")
     human = ConversableAgent("human", llm_config=False, human_input_mode="ALWAYS")
     with IOStream.set_default(ScriptedHuman(["blue, SECRET-ANSWER", "exit"])):
         human.initiate_chat(assistant, message="hello", max_turns=2)

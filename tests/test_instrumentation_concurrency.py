@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from opentelemetry.trace import SpanKind
 
 from ag2_otel import semconv as k
-from ag2_otel.scripted import ScriptedClient, Step, scripted_llm_config
+from ag2_otel.scripted import Step
+from tests.scripted_llm import scripted_llm_config
 from tests.helpers import assert_conversation_id, attrs, children, parent_of, span_tree
 
 N = 20  # chats per kind (threads, asyncio tasks)
@@ -31,9 +32,9 @@ def make_chat(index: int):
     agents = []
     for role in ("user", "asst"):
         prompt, completion = usage_for(index, role)
-        agent = ConversableAgent(f"{role}-{index}", llm_config=scripted_llm_config(), human_input_mode="NEVER")
-        agent.register_model_client(ScriptedClient, script=lambda messages, r=role, p=prompt, c=completion: Step(
-            text=f"{r} {index} says {len(messages)}", prompt_tokens=p, completion_tokens=c))
+        script = lambda messages, r=role, p=prompt, c=completion: Step(  # noqa: E731
+            text=f"{r} {index} says {len(messages)}", prompt_tokens=p, completion_tokens=c)
+        agent = ConversableAgent(f"{role}-{index}", llm_config=scripted_llm_config(script), human_input_mode="NEVER")
         agents.append(agent)
     return agents  # user, assistant
 
@@ -129,8 +130,6 @@ def test_shared_agent_in_concurrent_async_chats(instrument, span_exporter):
     from autogen import Agent, ConversableAgent
 
     instrument()
-    assistant = ConversableAgent("asst", llm_config=scripted_llm_config(), human_input_mode="NEVER")
-
     both_calls_started = threading.Barrier(2, timeout=30)  # both model calls in flight before either returns
 
     def script(messages):
@@ -139,7 +138,7 @@ def test_shared_agent_in_concurrent_async_chats(instrument, span_exporter):
         prompt, completion = usage_for(index, "asst")
         return Step(text=f"ok {index}", prompt_tokens=prompt, completion_tokens=completion)
 
-    assistant.register_model_client(ScriptedClient, script=script)
+    assistant = ConversableAgent("asst", llm_config=scripted_llm_config(script), human_input_mode="NEVER")
 
     async def main():
         barrier = asyncio.Barrier(2)

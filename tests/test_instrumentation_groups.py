@@ -12,7 +12,8 @@ from autogen.agentchat.group import ReplyResult  # module level: the tool's anno
 from opentelemetry.trace import SpanKind, StatusCode
 
 from ag2_otel import semconv as k
-from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+from ag2_otel.scripted import Step, ToolCall
+from tests.scripted_llm import scripted_llm_config
 from tests.helpers import assert_conversation_id, attrs, by_name, children, parent_of, span_tree
 
 CHAT = k.span_name(k.OP_CHAT, "scripted-model")
@@ -33,9 +34,7 @@ def handoff_span(target: str) -> str:
 def scripted_agent(name: str, *steps: Step | str, **kwargs):
     from autogen import ConversableAgent
 
-    agent = ConversableAgent(name, llm_config=scripted_llm_config(), human_input_mode="NEVER", **kwargs)
-    agent.register_model_client(ScriptedClient, script=list(steps))
-    return agent
+    return ConversableAgent(name, llm_config=scripted_llm_config(list(steps)), human_input_mode="NEVER", **kwargs)
 
 
 def plain_agent(name: str, **kwargs):
@@ -142,11 +141,8 @@ def test_auto_selection_group_chat_nests_the_selector_chat(instrument, span_expo
     instrument()
     picks = iter(["carol", "alice"])  # what the scripted selector model answers, in order
 
-    class SelectorClient(ScriptedClient):
-        """AG2 instantiates the selector's client itself, with the config only."""
-
-        def __init__(self, config, **kwargs):
-            super().__init__(config, script=lambda messages: Step(text=next(picks), prompt_tokens=50, completion_tokens=1))
+    selector_config = scripted_llm_config(lambda messages: Step(text=next(picks), prompt_tokens=50, completion_tokens=1),
+                                          model="selector-model")
 
     names = ["alice", "bob", "carol"]
     agents = [scripted_agent(n, Step(text=f"{n} speaks", prompt_tokens=100 * (i + 1), completion_tokens=i + 1),
@@ -155,9 +151,7 @@ def test_auto_selection_group_chat_nests_the_selector_chat(instrument, span_expo
     user = plain_agent("user")
     groupchat = GroupChat(
         agents=agents, messages=[], max_round=3, speaker_selection_method="auto",
-        select_speaker_auto_model_client_cls=SelectorClient,
-        select_speaker_auto_llm_config={"config_list": [{"model": "selector-model", "model_client_cls": "SelectorClient"}],
-                                        "cache_seed": None},
+        select_speaker_auto_llm_config=selector_config,
     )
     manager = GroupChatManager(groupchat, llm_config=False)
 
@@ -222,9 +216,8 @@ def test_auto_selection_async_group_chat(instrument, span_exporter):
 
     instrument()
 
-    class SelectorClient(ScriptedClient):
-        def __init__(self, config, **kwargs):
-            super().__init__(config, script=lambda messages: Step(text="bob", prompt_tokens=50, completion_tokens=1))
+    selector_config = scripted_llm_config(lambda messages: Step(text="bob", prompt_tokens=50, completion_tokens=1),
+                                          model="selector-model")
 
     names = ["alice", "bob"]
     agents = [scripted_agent(n, Step(text=f"{n} speaks", prompt_tokens=10 * (i + 1), completion_tokens=i + 1))
@@ -232,9 +225,7 @@ def test_auto_selection_async_group_chat(instrument, span_exporter):
     user = plain_agent("user")
     groupchat = GroupChat(
         agents=agents, messages=[], max_round=2, speaker_selection_method="auto",
-        select_speaker_auto_model_client_cls=SelectorClient,
-        select_speaker_auto_llm_config={"config_list": [{"model": "selector-model", "model_client_cls": "SelectorClient"}],
-                                        "cache_seed": None},
+        select_speaker_auto_llm_config=selector_config,
     )
     manager = GroupChatManager(groupchat, llm_config=False)
 
@@ -275,11 +266,9 @@ def _triage_pattern():
 
     from autogen import ConversableAgent
 
-    triage = ConversableAgent("triage", llm_config=scripted_llm_config(), human_input_mode="NEVER",
-                              functions=[route_to_specialist])
-    triage.register_model_client(ScriptedClient, script=[
+    triage = ConversableAgent("triage", llm_config=scripted_llm_config([
         Step(tool_calls=[ToolCall("route_to_specialist", {"question": "why?"}, id="call-route")],
-             prompt_tokens=11, completion_tokens=7)])
+             prompt_tokens=11, completion_tokens=7)]), human_input_mode="NEVER", functions=[route_to_specialist])
     specialist.handoffs.set_after_work(AgentTarget(reviewer))
     reviewer.handoffs.set_after_work(TerminateTarget())
     user = plain_agent("user")
