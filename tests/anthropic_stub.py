@@ -8,7 +8,8 @@ and the input-side usage), per block ``content_block_start`` / ``content_block_d
 ``input_json_delta``, ``thinking_delta`` + ``signature_delta``) / ``content_block_stop``, a ``ping``,
 ``message_delta`` (stop reason and output usage) and ``message_stop``.
 
-Needs the ``x-api-key`` and ``anthropic-version`` headers, as the API does. The script machinery, delays and request
+Needs an API key (``x-api-key``, or ``Authorization: Bearer`` as anthropic 2.x sends it) and the
+``anthropic-version`` header, as the API does. The script machinery, delays and request
 recording are :class:`tests.openai_stub.ScriptedServer`'s.
 """
 
@@ -124,7 +125,8 @@ class AnthropicStub(ScriptedServer):
         if request.method != "POST" or request.route.rstrip("/") != "/v1/messages":
             return 404, error_body(f"no route {request.path}", "not_found_error"), None
         assert reply is not None
-        if not request.header("x-api-key"):
+        bearer = (request.header("authorization") or "").startswith("Bearer ")
+        if not request.header("x-api-key") and not bearer:  # anthropic<1 sends x-api-key, 2.x a bearer token
             return 401, error_body("x-api-key header is required", "authentication_error"), None
         if not request.header("anthropic-version"):
             return 400, error_body("anthropic-version header is required", "invalid_request_error"), None

@@ -175,7 +175,9 @@ def chunks(body: dict[str, Any], *, include_usage: bool = False, piece: int = 4)
     for ch in body["choices"]:
         index, message = ch["index"], ch["message"]
         calls = message.get("tool_calls") or []
-        first: dict[str, Any] = {"role": "assistant", "content": "" if not calls else None, "refusal": None}
+        # the opening delta: "" for each field that is going to stream, null for the others
+        first: dict[str, Any] = {"role": "assistant", "content": "" if message.get("content") is not None else None,
+                                 "refusal": "" if message.get("refusal") is not None else None}
         delta(index, first)
         if message.get("reasoning_content"):
             for part in _pieces(message["reasoning_content"], piece):
