@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import semconv as k
 from ..mapping.content import to_text
-from . import context_carry, extract
+from . import context_carry, extract, provider_tap
 from .telemetry import Telemetry, log_once
 
 # The innermost conversation span of the current context: termination events and handoffs report to it.
@@ -460,9 +460,12 @@ def llm_wrapper(tel: Telemetry) -> Wrapper:
         before = (extract.usage_fingerprint(getattr(wrapper_obj, "actual_usage_summary", None)),
                   extract.usage_fingerprint(getattr(wrapper_obj, "total_usage_summary", None)))
         started = time.perf_counter()
+        tap = provider_tap.Tap()  # what the provider SDK reports while this span is open
 
         def on_result(span, response):
             result_attrs = extract.llm_response(wrapper_obj, response)
+            # only what the response lacks
+            tel.safe("llm: provider usage", provider_tap.fill, result_attrs, tap, attrs.get(k.REQUEST_MODEL))
             actual = extract.usage_fingerprint(getattr(wrapper_obj, "actual_usage_summary", None))
             total = extract.usage_fingerprint(getattr(wrapper_obj, "total_usage_summary", None))
             if total != before[1]:
@@ -478,6 +481,7 @@ def llm_wrapper(tel: Telemetry) -> Wrapper:
             kind=SpanKind.CLIENT,
             content=lambda: extract.llm_request_content(kwargs, limits.max_content_chars, limits.max_messages),
             on_result=on_result,
+            context_vars=[(provider_tap.CURRENT, tap)],
         )
 
     plan.__name__ = "plan_llm_call"
