@@ -288,16 +288,11 @@ def _used(env: _Env, traces_name: str, base_name: str) -> str | None:
 
 
 # --- What instrument() reads: a bad value is a warning and the default ------------------------------------------------
-_warned: set[str] = set()
-
-
 def _lenient(environ: Mapping[str, str], parse: Callable[..., Any], name: str, default: Any) -> Any:
     problems: list[str] = []
     value = _Env(environ, problems).read(parse, name, default=default)
-    for problem in problems:
-        if problem not in _warned:  # once per bad value, however often instrument() runs
-            _warned.add(problem)
-            _logger.warning("ag2-otel: %s; using the default (%s)", problem, getattr(default, "value", default))
+    for problem in problems:  # at most one, each time instrument() reads it
+        _logger.warning("ag2-otel: %s; using the default (%s)", problem, getattr(default, "value", default))
     return value
 
 

@@ -48,12 +48,13 @@ class Limits:
 
 
 def _tracer(tracer_provider):
-    """Our tracer. With no provider given, the OTel API loads the one OTEL_PYTHON_TRACER_PROVIDER names and raises if
-    it cannot: then a proxy tracer (spans go to whichever provider is set globally later, if any), said once."""
+    """Our tracer. The OTel API raises when it cannot load the provider OTEL_PYTHON_TRACER_PROVIDER names (no provider
+    given), and so does an SDK provider's get_tracer for OTEL_PYTHON_METER_PROVIDER (its own metrics): then a proxy
+    tracer (spans go to a provider set globally later, if any), said once."""
     try:
         return trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
     except Exception as exc:  # noqa: BLE001 - a bad OTEL_* value must not break instrument()
-        log_once("loading the global tracer provider (OTEL_PYTHON_TRACER_PROVIDER)", exc)
+        log_once("getting a tracer (check OTEL_PYTHON_TRACER_PROVIDER and OTEL_PYTHON_METER_PROVIDER)", exc)
         return trace.ProxyTracerProvider().get_tracer(SCOPE, __version__)
 
 
@@ -61,7 +62,7 @@ def _meter(meter_provider):
     try:
         return metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
     except Exception as exc:  # noqa: BLE001 - the same for OTEL_PYTHON_METER_PROVIDER: no metrics then
-        log_once("loading the global meter provider (OTEL_PYTHON_METER_PROVIDER)", exc)
+        log_once("getting a meter (check OTEL_PYTHON_METER_PROVIDER)", exc)
         return metrics.NoOpMeterProvider().get_meter(SCOPE, __version__)
 
 
