@@ -30,6 +30,7 @@ from . import config
 from .config import ContentCapture, content_capture
 from .instrumentation import Ag2Instrumentor
 from .instrumentation.telemetry import Limits
+from .package import check_ag2, warn_unsupported
 from .sinks.exit_hook import register_exit_flush
 
 logger = logging.getLogger("ag2_otel")
@@ -116,6 +117,12 @@ def autolog(
         if settings.sdk_disabled:
             logger.info("ag2-otel: OTEL_SDK_DISABLED=true; autolog() does nothing")
             return
+        support = check_ag2()
+        if not support.supported:  # AG2 classic missing or unsupported: one warning, the app runs untraced
+            warn_unsupported(support)
+            return
+        if mlflow_on:
+            _require_mlflow()
 
         provider, created = (tracer_provider, False) if tracer_provider is not None else _sdk_provider()
         if _State.provider is not None and _State.provider is not provider:
@@ -166,7 +173,27 @@ def autolog(
         instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider, capture_content=capture,
                                 redact=redact,
                                 limits=limits)
-        instrumentor.telemetry.conversation_hook = _mlflow_ag2_logger_started_later
+        if instrumentor.telemetry is not None:
+            instrumentor.telemetry.conversation_hook = _mlflow_ag2_logger_started_later
+
+
+MLFLOW_MISSING = (
+    "ag2-otel: the MLflow sink is on (AG2_OTEL_MLFLOW, default true) but MLflow is not installed. Install it with "
+    "`pip install 'ag2-otel[mlflow]'` (full MLflow: the local sqlite store), or `mlflow-skinny` / `mlflow-tracing` to "
+    "write to a tracking server or Databricks; or trace without MLflow: AG2_OTEL_MLFLOW=false (or "
+    "autolog(log_traces_to_mlflow=False)).")
+
+
+def _require_mlflow() -> None:
+    """MLflow is an extra: say which one before anything is set up, instead of an ImportError from the sink."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise config.ConfigError(MLFLOW_MISSING)
 
 
 def _keep_mlflow_writing_to_its_store() -> None:

@@ -10,7 +10,7 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from ..config import ContentCapture, content_capture
-from ..package import _instruments
+from ..package import _instruments, check_ag2, warn_unsupported
 from . import context_carry, provider_tap
 from .targets import TARGETS, THREAD_MODULES
 from .telemetry import Limits, Telemetry
@@ -69,7 +69,18 @@ class Ag2Instrumentor(BaseInstrumentor):
             self.telemetry: Telemetry | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
+        # empty: AG2 classic comes under several distribution names; instrument() checks the `autogen` module itself
         return _instruments
+
+    def instrument(self, **kwargs: Any) -> Any:
+        """BaseInstrumentor.instrument, once the ``autogen`` module itself is AG2 classic at a supported version
+        (whatever distribution installed it). Missing or unsupported: one warning, nothing wrapped, no exception."""
+        if not self.is_instrumented_by_opentelemetry:
+            support = check_ag2()
+            if not support.supported:
+                warn_unsupported(support)
+                return None
+        return super().instrument(**kwargs)
 
     def _instrument(self, **kwargs: Any) -> None:
         capture = content_capture(kwargs.get("capture_content"), default=ContentCapture.NO_CONTENT)
