@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import ag2_otel
 from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+from tests.genai_schema import SchemaCheckedSpanExporter
 from tests.test_instrumentation_basic import CALCULATOR_SCRIPT, ProviderDown, make_calculator_agents
 
 SEED_QUESTION = "What is (44232 + 13312 / (232 - 32)) * 5?"
@@ -41,12 +42,13 @@ def store(sqlite_uri):
 def provider():
     """autolog() on a fresh provider (the global one can be set only once per process), with an in-memory copy of
     every span to compare against what MLflow stored."""
-    exporter = InMemorySpanExporter()
+    exporter = SchemaCheckedSpanExporter()  # an InMemorySpanExporter that also checks the GenAI content
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer_provider.exporter = exporter
     yield tracer_provider
     ag2_otel.autolog(disable=True)
+    exporter.assert_content_valid()
 
 
 def _traces(experiment):

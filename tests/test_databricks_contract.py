@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import ag2_otel
 from tests.databricks_stub import DatabricksStub
+from tests.genai_schema import SchemaCheckedSpanExporter
 from tests.test_instrumentation_basic import CALCULATOR_SCRIPT, CALCULATOR_TREE, make_calculator_agents
 
 EXPERIMENT = "/Shared/ag2-otel"
@@ -126,11 +127,12 @@ def workspace(monkeypatch, tmp_path):
 
 @pytest.fixture
 def provider():
-    exporter = InMemorySpanExporter()
+    exporter = SchemaCheckedSpanExporter()  # an InMemorySpanExporter that also checks the GenAI content
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer_provider.exporter = exporter
     yield tracer_provider  # not shut down: autolog(disable=True) already flushed, and a shutdown costs a 2 s flush
+    exporter.assert_content_valid()
 
 
 def _token() -> str:

@@ -105,7 +105,10 @@ def content_errors(key: str, value: Any) -> list[str]:
     errors = []
     for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
         inner = _deepest(error)
-        errors.append(f"{_where(inner)}: {inner.message[:300]}")
+        note = ""
+        if inner.validator == "required" and isinstance(inner.instance, dict):  # what the object has instead
+            note = f" (has {', '.join(repr(k[:40]) for k in list(inner.instance)[:8])})"
+        errors.append(f"{_where(inner)}: {inner.message[:300]}{note}")
     _marker_positions(document, errors)
     return errors
 
