@@ -1,0 +1,189 @@
+"""AG2's other model client classes through their real provider SDKs (issue #10): ``GroqClient`` (groq),
+``TogetherClient`` (together), ``CerebrasClient`` (cerebras-cloud-sdk), ``MistralAIClient`` (mistralai),
+``OllamaClient`` (ollama), ``GeminiClient`` (google-genai, Gemini API key path), ``CohereClient`` (cohere) and
+``BedrockClient`` (boto3 bedrock-runtime Converse), each talking HTTP to a local server of ``tests/provider_stubs.py``
+that speaks the provider's wire protocol. Only the network is replaced: ``OpenAIWrapper`` builds AG2's client class,
+the SDK parses the bytes into its own objects, AG2 converts them to its ``ChatCompletion``, and the ``chat {model}``
+span must say what the server answered: the text as a text part, the tool calls as ``tool_call`` parts (id, name,
+parsed arguments), the usage the server reported, the provider name.
+
+How each client reaches the local server (what a user would do to point it at a gateway):
+
+- groq: the config entry's ``base_url`` (AG2 passes it to ``groq.Groq``);
+- ollama: the config entry's ``client_host``;
+- together, cerebras, gemini, bedrock: the SDK's own environment variable (``TOGETHER_BASE_URL``,
+  ``CEREBRAS_BASE_URL``, ``GOOGLE_GEMINI_BASE_URL``, ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``): AG2 passes no URL;
+- cohere: ``CO_API_URL``, which the SDK reads when ``cohere`` is imported, so the chat runs in a child process
+  started with it (``autogen`` imports ``cohere`` long before any test could set it);
+- mistral: no override reaches the SDK (AG2 builds ``Mistral(api_key=...)``, the SDK reads no variable): the test
+  sets ``server_url`` on the SDK object AG2 built, the only stand-in here beyond the network.
+
+Each SDK section skips where its package is not installed (``pytest.importorskip`` in the section's fixture).
+
+What AG2's client classes drop before our wrapper sees the response is asserted as AG2 leaves it, and said so:
+Groq/Together/Cerebras/Mistral/Cohere map every finish reason other than tool calls to ``stop``; Together, Cerebras,
+Groq, Ollama, Gemini, Cohere and Bedrock report the requested model, not the served one; Gemini and Ollama invent
+tool call ids (the span records AG2's id, the one the tool message answers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ag2_otel import semconv as k
+from tests.helpers import by_name
+from tests.provider_stubs import Reply, tool_call
+
+API_KEY = "sk-provider-SECRET-5d2a"
+QUESTION = "What is 232 - 32?"
+ARGS = {"a": 232, "b": 32, "op": "-"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- harness ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def traced(instrument):
+    return instrument(capture_content=True)
+
+
+def calculator(a: int, b: int, op: str) -> int:
+    return {"+": a + b, "-": a - b, "*": a * b}[op]
+
+
+def calculator_agents(llm_config: dict):
+    from autogen import ConversableAgent, register_function
+
+    assistant = ConversableAgent("assistant", llm_config=llm_config, system_message="You are a calculator.",
+                                 human_input_mode="NEVER")
+    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
+    register_function(calculator, caller=assistant, executor=user, name="calculator",
+                      description="A simple calculator")
+    return user, assistant
+
+
+def run_calculator(llm_config: dict, *, prepare=None):
+    """user → assistant (the provider) → tool call → user runs it → assistant answers; two model calls."""
+    user, assistant = calculator_agents(llm_config)
+    if prepare is not None:
+        prepare(assistant)
+    return user.initiate_chat(assistant, message=QUESTION, max_turns=2, silent=True)
+
+
+def out(*parts: dict, finish_reason: str) -> dict[str, Any]:
+    return {"role": "assistant", "parts": list(parts), "finish_reason": finish_reason}
+
+
+def text(content: str) -> dict[str, Any]:
+    return {"type": "text", "content": content}
+
+
+def call_part(call_id: str, name: str, arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
+
+
+def output_messages(span) -> Any:
+    assert k.OUTPUT_MESSAGES in span.attributes, f"{span.name} has no {k.OUTPUT_MESSAGES}"
+    return json.loads(span.attributes[k.OUTPUT_MESSAGES])
+
+
+def assert_usage(span, input_tokens: int, output_tokens: int) -> None:
+    assert span.attributes[k.USAGE_INPUT_TOKENS] == input_tokens
+    assert span.attributes[k.USAGE_OUTPUT_TOKENS] == output_tokens
+
+
+def assert_no_secret(spans, *secrets: str) -> None:
+    assert spans
+    for span in spans:
+        dump = json.dumps([span.name, span.status.description or "", dict(span.attributes or {}),
+                           [[e.name, dict(e.attributes or {})] for e in span.events]], default=str)
+        for secret in (API_KEY, *secrets):
+            assert secret not in dump, span.name
+
+
+def tool_calls_in(result) -> list[dict]:
+    """The tool calls AG2 put in the chat history (the assistant's message), in order."""
+    return [c for m in result.chat_history for c in (m.get("tool_calls") or [])]
+
+
+def assert_calculator_chat(spans, result, *, model: str, provider: str, call_id: str | None, answer: str,
+                           usages: list[tuple[int, int]], first_text: str | None = None) -> None:
+    """Two ``chat {model}`` spans: the tool call (id as AG2 recorded it in the history, which is the server's id
+    unless ``call_id`` is None) then the text answer; one ``execute_tool calculator`` span with the result "200"."""
+    chats = by_name(spans, f"chat {model}")
+    assert len(chats) == 2, [s.name for s in spans]
+    (history_call,) = tool_calls_in(result)
+    if call_id is not None:
+        assert history_call["id"] == call_id
+    first_parts = [text(first_text)] if first_text else []
+    assert output_messages(chats[0]) == [out(*first_parts, call_part(history_call["id"], "calculator", ARGS),
+                                             finish_reason="tool_calls")]
+    assert output_messages(chats[1]) == [out(text(answer), finish_reason="stop")]
+    for span, (inp, outp) in zip(chats, usages):
+        assert span.attributes[k.PROVIDER_NAME] == provider
+        assert span.attributes[k.REQUEST_MODEL] == model
+        assert_usage(span, inp, outp)
+    assert list(chats[0].attributes[k.RESPONSE_FINISH_REASONS]) == ["tool_calls"]
+    assert list(chats[1].attributes[k.RESPONSE_FINISH_REASONS]) == ["stop"]
+    (tool,) = by_name(spans, "execute_tool calculator")
+    assert tool.attributes[k.TOOL_CALL_ID] == history_call["id"]
+    assert json.loads(tool.attributes[k.TOOL_CALL_ARGUMENTS]) == ARGS
+    assert tool.attributes[k.TOOL_CALL_RESULT] == "200"
+    assert result.chat_history[-1]["content"] == answer
+
+
+# --- Groq (groq SDK; base_url from the config entry) -----------------------------------------------------------------
+
+@pytest.fixture
+def groq_sdk():
+    return pytest.importorskip("groq")
+
+
+def test_groq_plain_create(groq_sdk, traced, span_exporter):
+    from autogen import OpenAIWrapper
+
+    from tests.provider_stubs import GroqStub, groq_completion
+
+    body = groq_completion("Paris.", prompt_tokens=31, completion_tokens=3)
+    with GroqStub([Reply(body=body)]) as stub:
+        returned = OpenAIWrapper(**stub.llm_config(API_KEY)).create(
+            messages=[{"role": "user", "content": "Capital of France?"}])
+        requests = list(stub.requests)
+    assert len(requests) == 1 and requests[0].header("authorization") == f"Bearer {API_KEY}"
+    assert requests[0].body["messages"] == [{"role": "user", "content": "Capital of France?"}]
+    assert returned.choices[0].message.content == "Paris."
+    spans = span_exporter.get_finished_spans()
+    (span,) = by_name(spans, "chat llama-3.3-70b-versatile")
+    assert output_messages(span) == [out(text("Paris."), finish_reason="stop")]
+    assert span.attributes[k.PROVIDER_NAME] == "groq"
+    assert span.attributes[k.RESPONSE_ID] == body["id"]
+    assert_usage(span, 31, 3)
+    assert_no_secret(spans)
+
+
+def test_groq_calculator_chat(groq_sdk, traced, span_exporter):
+    from tests.provider_stubs import GroqStub, groq_completion
+
+    call = tool_call("calculator", ARGS, "call_groq_1")
+    first = groq_completion(None, tool_calls=[call], prompt_tokens=180, completion_tokens=22)
+    second = groq_completion("232 - 32 = 200.", prompt_tokens=230, completion_tokens=9)
+    with GroqStub([Reply(body=first), Reply(body=second)]) as stub:
+        result = run_calculator(stub.llm_config(API_KEY))
+        requests = list(stub.requests)
+    assert len(requests) == 2
+    assert requests[0].body["tools"][0]["function"]["name"] == "calculator"
+    assert requests[1].body["messages"][-1] == {"role": "tool", "tool_call_id": "call_groq_1", "content": "200"}
+    spans = span_exporter.get_finished_spans()
+    assert_calculator_chat(spans, result, model="llama-3.3-70b-versatile", provider="groq", call_id="call_groq_1",
+                           answer="232 - 32 = 200.", usages=[(180, 22), (230, 9)])
+    chats = by_name(spans, "chat llama-3.3-70b-versatile")
+    assert [c.attributes[k.RESPONSE_ID] for c in chats] == [first["id"], second["id"]]
+    assert_no_secret(spans)
