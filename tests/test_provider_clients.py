@@ -380,3 +380,84 @@ def test_bedrock_calculator_chat(boto3_sdk, traced, span_exporter, monkeypatch):
     chats = by_name(spans, f"chat {model}")
     assert [c.attributes[k.RESPONSE_ID] for c in chats] == request_ids  # x-amzn-RequestId
     assert_no_secret(spans, AWS_SECRET)
+
+
+# --- Cohere (cohere v2 chat; CO_API_URL read at import: the chat runs in a child process) ----------------------------
+
+COHERE_CHILD = textwrap.dedent('''
+    import json, sys
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from tests.genai_schema import SchemaCheckedSpanExporter
+    from ag2_otel import Ag2Instrumentor
+    from tests.test_provider_clients import run_calculator
+
+    exporter = SchemaCheckedSpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    Ag2Instrumentor().instrument(tracer_provider=provider, capture_content=True)
+    config = json.loads(sys.argv[1])
+    result = run_calculator(config)
+    spans = [{"name": s.name, "start": s.start_time, "end": s.end_time, "status": s.status.description or "",
+              "attributes": dict(s.attributes or {}),
+              "events": [[e.name, dict(e.attributes or {})] for e in s.events]}
+             for s in exporter.get_finished_spans()]
+    print("RESULT " + json.dumps({"spans": spans, "history": result.chat_history,
+                                  "schema_problems": exporter.content_problems}, default=str))
+''')
+
+
+class _ChildSpan:
+    """The fields of a finished span the child process reported, shaped like a ReadableSpan for the helpers."""
+
+    class _Status:
+        def __init__(self, description: str) -> None:
+            self.description = description
+
+    def __init__(self, data: dict) -> None:
+        self.name = data["name"]
+        self.start_time, self.end_time = data["start"], data["end"]
+        self.attributes = data["attributes"]
+        self.status = self._Status(data["status"])
+        self.events = []
+
+
+class _ChildResult:
+    def __init__(self, history: list[dict]) -> None:
+        self.chat_history = history
+
+
+@pytest.fixture
+def cohere_sdk():
+    return pytest.importorskip("cohere")
+
+
+def test_cohere_calculator_chat(cohere_sdk, tmp_path):
+    from tests.provider_stubs import CohereStub, cohere_chat, cohere_tool_call
+
+    call = cohere_tool_call("calculator", ARGS, "calculator_cohere_1")
+    first = cohere_chat(tool_calls=[call], tool_plan="I will subtract with the calculator.", input_tokens=130,
+                        output_tokens=28)
+    second = cohere_chat("232 minus 32 is 200.", input_tokens=175, output_tokens=11)
+    with CohereStub([Reply(body=first), Reply(body=second)]) as stub:
+        env = {**os.environ, "CO_API_URL": stub.root_url, "PYTHONPATH": str(ROOT)}
+        config = {"config_list": [{"api_type": "cohere", "model": "command-r-plus", "api_key": API_KEY}],
+                  "cache_seed": None}
+        child = subprocess.run([sys.executable, "-c", COHERE_CHILD, json.dumps(config)], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=540)
+        requests = list(stub.requests)
+    lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
+    assert child.returncode == 0 and lines, child.stderr[-3000:]
+    report = json.loads(lines[-1][len("RESULT "):])
+    assert report["schema_problems"] == []
+    assert len(requests) == 2 and all(r.header("authorization") == f"Bearer {API_KEY}" for r in requests)
+    assert requests[0].body["tools"][0]["function"]["name"] == "calculator"
+    assert requests[1].body["messages"][-1]["role"] == "tool"
+    spans = [_ChildSpan(s) for s in report["spans"]]
+    # AG2 keeps Cohere's tool_plan as the assistant text beside the tool call
+    assert_calculator_chat(spans, _ChildResult(report["history"]), model="command-r-plus", provider="cohere",
+                           call_id="calculator_cohere_1", answer="232 minus 32 is 200.",
+                           usages=[(130, 28), (175, 11)], first_text="I will subtract with the calculator.")
+    chats = by_name(spans, "chat command-r-plus")
+    assert [c.attributes[k.RESPONSE_ID] for c in chats] == [first["id"], second["id"]]
+    assert_no_secret(spans)
