@@ -50,6 +50,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- harness ---------------------------------------------------------------------------------------------------------
 
+def ag2_sdk(module: str, ag2_name: str):
+    """The SDK module, else skip; also skip when AG2 itself could not import its client for it (AG2 records that in
+    ``autogen.oai.client.<name>_import_exception``, e.g. together>=2 lacks the ``together.error`` AG2 0.14 imports)."""
+    sdk = pytest.importorskip(module)
+    import autogen.oai.client as ag2_client
+
+    problem = getattr(ag2_client, f"{ag2_name}_import_exception", None)
+    if problem is not None:
+        pytest.skip(f"AG2 cannot use {module} here: {problem}")
+    return sdk
+
+
 @pytest.fixture
 def traced(instrument):
     return instrument(capture_content=True)
@@ -144,7 +156,7 @@ def assert_calculator_chat(spans, result, *, model: str, provider: str, call_id:
 
 @pytest.fixture
 def groq_sdk():
-    return pytest.importorskip("groq")
+    return ag2_sdk("groq", "groq")
 
 
 def test_groq_plain_create(groq_sdk, traced, span_exporter):
@@ -193,7 +205,7 @@ def test_groq_calculator_chat(groq_sdk, traced, span_exporter):
 
 @pytest.fixture
 def together_sdk():
-    return pytest.importorskip("together")
+    return ag2_sdk("together", "together")  # AG2 0.14 imports together.error: together 1.x only
 
 
 def test_together_calculator_chat(together_sdk, traced, span_exporter, monkeypatch):
@@ -222,7 +234,7 @@ def test_together_calculator_chat(together_sdk, traced, span_exporter, monkeypat
 
 @pytest.fixture
 def cerebras_sdk():
-    return pytest.importorskip("cerebras.cloud.sdk")
+    return ag2_sdk("cerebras.cloud.sdk", "cerebras")
 
 
 def test_cerebras_calculator_chat(cerebras_sdk, traced, span_exporter, monkeypatch):
@@ -248,7 +260,7 @@ def test_cerebras_calculator_chat(cerebras_sdk, traced, span_exporter, monkeypat
 
 @pytest.fixture
 def mistral_sdk():
-    return pytest.importorskip("mistralai")
+    return ag2_sdk("mistralai", "mistral")
 
 
 def _point_mistral_at(stub):
@@ -283,7 +295,7 @@ def test_mistral_calculator_chat(mistral_sdk, traced, span_exporter):
 @pytest.fixture
 def ollama_sdk():
     pytest.importorskip("fix_busted_json")  # AG2's OllamaClient needs it beside ollama
-    return pytest.importorskip("ollama")
+    return ag2_sdk("ollama", "ollama")
 
 
 def test_ollama_calculator_chat(ollama_sdk, traced, span_exporter):
@@ -309,12 +321,31 @@ def test_ollama_calculator_chat(ollama_sdk, traced, span_exporter):
     assert_no_secret(spans)
 
 
+def test_ollama_manual_tool_calling_chat(ollama_sdk, traced, span_exporter):
+    """AG2's default for Ollama (native_tool_calls=False): the tools are described in the prompt and the model's text
+    reply, a JSON list of calls, becomes AG2's tool calls (content blanked)."""
+    from tests.provider_stubs import OllamaStub, ollama_chat
+
+    first = ollama_chat(json.dumps([{"name": "calculator", "arguments": ARGS}]), prompt_eval_count=300, eval_count=33)
+    second = ollama_chat("That is 200.", prompt_eval_count=350, eval_count=6)
+    with OllamaStub([Reply(body=first), Reply(body=second)]) as stub:
+        result = run_calculator(stub.llm_config())
+        requests = list(stub.requests)
+    assert len(requests) == 2 and not requests[0].body.get("tools")  # the ollama SDK sends "tools": []
+    assert "calculator" in json.dumps(requests[0].body["messages"])  # described in the prompt instead
+    spans = span_exporter.get_finished_spans()
+    assert tool_calls_in(result)[0]["id"].startswith("ollama_manual_func_")
+    assert_calculator_chat(spans, result, model="llama3.1", provider="ollama", call_id=None, answer="That is 200.",
+                           usages=[(300, 33), (350, 6)])
+    assert_no_secret(spans)
+
+
 # --- Gemini API (google-genai, api key; GOOGLE_GEMINI_BASE_URL) ------------------------------------------------------
 
 @pytest.fixture
 def gemini_sdk():
-    pytest.importorskip("vertexai")  # AG2's gemini module imports it even for the API-key path
-    return pytest.importorskip("google.genai")
+    pytest.importorskip("vertexai")  # AG2's gemini module imports it (google-cloud-aiplatform) even for the API key
+    return ag2_sdk("google.genai", "gemini")
 
 
 def test_gemini_calculator_chat(gemini_sdk, traced, span_exporter, monkeypatch):
@@ -346,7 +377,7 @@ AWS_SECRET = "aws-SECRET-key-9f3e-stub"
 
 @pytest.fixture
 def boto3_sdk(monkeypatch):
-    boto3 = pytest.importorskip("boto3")
+    boto3 = ag2_sdk("boto3", "bedrock")
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                  "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
         monkeypatch.delenv(name, raising=False)
@@ -429,7 +460,7 @@ class _ChildResult:
 
 @pytest.fixture
 def cohere_sdk():
-    return pytest.importorskip("cohere")
+    return ag2_sdk("cohere", "cohere")
 
 
 def test_cohere_calculator_chat(cohere_sdk, tmp_path):
