@@ -1,5 +1,6 @@
 """``get_token_usage(trace_id)``: our per-agent / per-model token breakdown of an MLflow trace, read back through
-MLflow's public API (``MlflowClient().get_trace``)."""
+MLflow's public API (``MlflowClient().get_trace``; with only mlflow-tracing, which has no ``MlflowClient``, the
+``TracingClient`` behind it)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ def get_token_usage(trace_id: str, *, tracking_uri: str | None = None) -> dict[s
     metadata; ``{}`` (logged) when the trace cannot be read. ``tracking_uri`` defaults to MLflow's current one.
     """
     try:
-        from mlflow import MlflowClient
+        try:
+            from mlflow import MlflowClient
+        except ImportError:  # mlflow-tracing: no MlflowClient; the client behind its trace methods reads the same
+            from mlflow.tracing.client import TracingClient as MlflowClient
 
         info = MlflowClient(tracking_uri=tracking_uri).get_trace(trace_id).info
     except Exception as exc:  # noqa: BLE001 - a read helper must not raise into the caller's app

@@ -1,7 +1,8 @@
 """A :class:`TraceRecord` -> MLflow's stored shapes: span dicts (``mlflow.entities.Span.from_dict``) and TraceInfo fields.
 
 Pure: no MLflow import, no I/O. Used by the store writer process (``ag2_otel.sinks.store_writer``), which writes a
-whole trace in one batched ``log_spans`` call and then its TraceInfo, the two calls MLflow's own exporter makes.
+whole trace in one batched ``log_spans`` call and then its TraceInfo, the two calls MLflow's own exporter makes (on
+MLflow 3.1: start_trace, the spans as the trace's artifact, end_trace).
 
 Shapes are MLflow 3.17's ``Span.to_dict`` output: ids base64 of the big-endian bytes, every attribute value a JSON
 string (``mlflow.spanInputs`` and friends included), event attributes raw, status as the OTLP enum name. The MLflow
@@ -69,10 +70,13 @@ def _dumps(value: Any) -> str:
             return json.dumps(str(value))
 
 
-def span_dicts(record: TraceRecord, trace_id: str) -> list[dict[str, Any]]:
-    """The record's spans (parent-first, root first) as ``Span.from_dict`` input under MLflow trace id ``trace_id``."""
+def span_dicts(record: TraceRecord, trace_id: str, request_id: str | None = None) -> list[dict[str, Any]]:
+    """The record's spans (parent-first, root first) as ``Span.from_dict`` input under MLflow trace id ``trace_id``.
+
+    ``request_id``: the id the spans name as their trace (``mlflow.traceRequestId``) when the store chose one (MLflow
+    3.1's v2 traces); the OTel trace id in them stays ``trace_id``'s."""
     trace_b64 = _b64(int(trace_id[len(TRACE_ID_PREFIX):], 16), 16)
-    request_id = json.dumps(trace_id)
+    request_id = json.dumps(request_id or trace_id)
     out = []
     for rec in record.spans:
         attributes = {key: _dumps(value) for key, value in rec.attributes.items()}

@@ -9,8 +9,8 @@ root's buffer. When a LOCAL root ends (a span whose parent is absent, remote, or
 the buffered spans go, as they are, to the store writer process (``writer="process"``, the default; see
 ``writer_client.py`` and ``store_writer.py``), which maps them (:func:`build_trace_record`) and stores the whole
 trace in one batched call, off this process's GIL. ``read_barrier.py`` makes ``mlflow.get_last_active_trace_id()``
-return it and MLflow reads in this process wait for it. ``writer="inline"`` (and, whatever the setting, Databricks,
-file stores and a trace nested under the user's active MLflow span) replays the mapped trace through MLflow's public
+return it and MLflow reads in this process wait for it. ``writer="inline"`` (and, whatever the setting, Databricks
+and a trace nested under the user's active MLflow span) replays the mapped trace through MLflow's public
 tracing API on the thread that ended the root instead. ``wait_for_write=True`` makes the root's end wait (bounded by
 ``write_timeout``) until the trace is stored.
 
@@ -31,6 +31,7 @@ import sys
 import threading
 import uuid
 from collections import OrderedDict
+from pathlib import Path
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -116,8 +117,8 @@ class MlflowSpanProcessor(SpanProcessor):
             destination = _process_destination()
             # Not a sqlite file that does not exist yet: creating its schema here while the application creates it
             # too (its first mlflow call) fails one of them. The first write creates it, behind the read barrier.
-            if destination is not None and not (destination[0].startswith("sqlite:///")
-                                                and not os.path.exists(destination[0][len("sqlite:///"):])):
+            if destination is not None and destination[0] is not None and not (
+                    destination[0].startswith("sqlite:///") and not os.path.exists(destination[0][len("sqlite:///"):])):
                 self._store.warm(destination)
             self._read_barrier = read_barrier
         self._retry_timeout = float(retry_timeout)
@@ -448,31 +449,39 @@ class MlflowSpanProcessor(SpanProcessor):
 
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3.17's default (mlflow.md)
 
 
-def _process_destination() -> tuple[str, str | None, str | None] | None:
+def _process_destination() -> tuple[str | None, str | None, str | None] | None:
     """(tracking URI, experiment id, experiment name) for the writer process, or None if it cannot write there.
 
     Resolved here, per trace, as MLflow resolves it: ``mlflow.set_tracking_uri`` and ``mlflow.set_experiment`` (which
     sets ``MLFLOW_EXPERIMENT_ID``) in the application apply to the next trace. Without MLflow imported the application
-    cannot have called them: the environment (``MLFLOW_TRACKING_URI``) or MLflow's default, ``sqlite:///mlflow.db``.
-    SQL stores and HTTP servers are written with one batched ``log_spans``; Databricks and file stores keep the
-    in-process replay.
+    cannot have called them: ``MLFLOW_TRACKING_URI``, else None, which the writer process resolves to MLflow's own
+    default (it has MLflow imported; the default differs between MLflow releases: ``./mlruns``, ``sqlite:///mlflow.db``).
+    SQL stores, HTTP servers and file stores are written by the writer process (see store_writer for how, per MLflow);
+    Databricks keeps the in-process replay (its own span upload protocol, and MLflow's exporter for it).
     """
     if "mlflow" in sys.modules:
         import mlflow
 
         uri = mlflow.get_tracking_uri()
     else:
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            return None, os.environ.get("MLFLOW_EXPERIMENT_ID") or None, os.environ.get("MLFLOW_EXPERIMENT_NAME") or None
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
     if scheme == "sqlite":
         path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
         if path is None or path.startswith(":memory:") or not path:
             return None
         if not path.startswith("/"):  # relative to the application's cwd, which the writer process may not share
             uri = "sqlite:///" + os.path.abspath(path)
+    elif scheme == "file" or (not scheme and uri):
+        # a file store (``file:...`` or a plain path); relative paths are the application's cwd's
+        path = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):] if scheme == "file" else uri
+        if not path or path.startswith("//"):  # file://host/...: not a local path
+            return None
+        uri = Path(os.path.abspath(path)).as_uri()
     elif scheme not in _SQL_SCHEMES and scheme not in ("http", "https"):
         return None
     return uri, os.environ.get("MLFLOW_EXPERIMENT_ID") or None, os.environ.get("MLFLOW_EXPERIMENT_NAME") or None

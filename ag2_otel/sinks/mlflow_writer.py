@@ -10,13 +10,20 @@ thread (``MLFLOW_ENABLE_ASYNC_TRACE_LOGGING``, on by default) after a batch span
 Spans are ended with the public ``MlflowClient.end_span`` (``LiveSpan.end`` carries ``:meta private:``). Building an
 ``MlflowClient`` builds the tracking store of the current URI, which MLflow's exporter needs for the same write anyway
 (stores are cached per URI), so it is built at the first write and kept: ``end_span`` itself only touches MLflow's
-in-memory trace manager, whatever the URI is later.
+in-memory trace manager, whatever the URI is later. ``mlflow-tracing`` has no ``MlflowClient``: there ``LiveSpan.end``
+(what ``end_span`` calls) ends them.
+
+Older MLflow, by feature (read once from the installed MLflow, never from its version string):
+``start_span_no_context`` without a ``metadata`` parameter (MLflow < 3.10 or so) gets the trace metadata put on the
+root's in-memory trace, as MLflow itself does there for ``tags`` (``InMemoryTraceManager``; without it the trace is
+written without our metadata, MLflow's own token total still aggregated from the spans).
 Not used: ``Span.from_otel_proto``, ``LiveSpan.from_immutable_span``, ``MlflowClient._log_trace`` (internal).
 """
 
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import threading
 from collections import OrderedDict
@@ -30,6 +37,36 @@ from ag2_otel.mapping.mlflow_trace import TraceRecord, Usage, usage_metadata
 _logger = logging.getLogger(__name__)
 
 _NESTED_MEMORY = 256  # MLflow traces (user spans) whose accumulated usage we remember, oldest forgotten first
+
+
+def _parameters(function: Any) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
+_NO_CONTEXT_PARAMS = _parameters(mlflow.start_span_no_context)
+TAKES_METADATA = "metadata" in _NO_CONTEXT_PARAMS  # start_span_no_context(metadata=...), newer MLflow only
+
+
+def _set_trace_metadata(trace_id: str, metadata: dict[str, str]) -> None:
+    """Metadata on a live trace where ``start_span_no_context`` takes none: MLflow's in-memory trace, as MLflow does
+    for ``tags`` in that function; it goes to the store with the trace when the root ends."""
+    try:
+        from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+        with InMemoryTraceManager.get_instance().get_trace(trace_id) as trace:
+            if trace is None:
+                return
+            info = trace.info
+            target = getattr(info, "trace_metadata", None)
+            if not isinstance(target, dict):
+                target = getattr(info, "request_metadata", None)
+            if isinstance(target, dict):
+                target.update(metadata)
+    except Exception:  # noqa: BLE001 - metadata is a bonus here; the trace itself must still be written
+        _logger.debug("ag2_otel: could not set trace metadata on this MLflow", exc_info=True)
 
 
 def active_mlflow_parent(otel_parent_span_id: str | None) -> Any | None:
@@ -58,8 +95,12 @@ class MlflowWriter:
 
     def _end_span(self, span: Any, **kwargs: Any) -> None:
         if self._client is None:
-            self._client = mlflow.MlflowClient()
-        self._client.end_span(span.trace_id, span.span_id, **kwargs)
+            client_class = getattr(mlflow, "MlflowClient", None)  # mlflow-tracing has none
+            self._client = client_class() if client_class is not None else False
+        if self._client is False:
+            span.end(**kwargs)
+        else:
+            self._client.end_span(span.trace_id, span.span_id, **kwargs)
 
     def write(self, record: TraceRecord, parent: Any | None = None) -> str | None:
         """Replay ``record`` (under ``parent``, a live MLflow span, when given). Returns the MLflow trace id."""
@@ -78,16 +119,19 @@ class MlflowWriter:
                 metadata.update(self._merge_nested(parent.trace_id, record))
             for rec in record.spans:  # parent-first
                 top = rec.parent_id is None
-                live[rec.span_id] = mlflow.start_span_no_context(
+                extra = {"metadata": metadata} if top and TAKES_METADATA else {}
+                live[rec.span_id] = span = mlflow.start_span_no_context(
                     rec.name,
                     span_type=rec.span_type,
                     parent_span=parent if top else live[rec.parent_id],
                     inputs=rec.inputs,
                     attributes=rec.attributes,
                     tags=tags if top else None,
-                    metadata=metadata if top else None,
                     start_time_ns=rec.start_time_ns,
+                    **extra,
                 )
+                if top and not TAKES_METADATA and metadata:
+                    _set_trace_metadata(span.trace_id, metadata)
             for rec in reversed(record.spans):  # children before parents: the root ends last
                 span = live[rec.span_id]
                 for event in rec.events:

@@ -14,6 +14,10 @@ ours is pending):
   ``MlflowClient.get_trace`` and friends): wait, bounded by the writer's ``write_timeout``, until that id is stored;
 * ``mlflow.search_traces`` and ``TracingClient.search_traces``: wait for every pending write, same bound.
 
+On an MLflow whose stores choose their own trace ids (MLflow 3.1's v2 traces, see store_writer), the id we noted is
+provisional: ``get_last_active_trace_id`` then waits (same bound) for the write and returns the id MLflow
+stored it under, and the by-id reads given a provisional id read the stored one.
+
 A name imported before ``autolog()`` (``from mlflow import get_last_active_trace_id``) keeps MLflow's function.
 Reads from other processes (``mlflow ui``) see the trace when the writer has stored it; ``ag2_otel.flush()`` waits.
 """
@@ -62,19 +66,49 @@ def _last_active(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) ->
     thread_local = kwargs.get("thread_local", args[0] if args else False)
     ours = getattr(_last_local, "value", None) if thread_local else _last_global
     if ours is not None and theirs == ours[1]:  # MLflow has not finished a trace of its own since ours
-        return ours[0]
+        try:
+            return _stored_id(ours[0])
+        except Exception:  # noqa: BLE001 - never make a read fail because of us
+            return ours[0]
     return theirs
 
 
-def _wait_one(trace_id: Any) -> None:
+def _stored_id(trace_id: str) -> str:
+    """``trace_id`` as stored: the same unless the store picks ids (v2 path), then known after the write."""
     for writer in list(_writers):
-        if isinstance(trace_id, str) and writer.is_pending(trace_id):
+        keeps = getattr(writer, "keeps_ids", True)
+        if not keeps and writer.is_pending(trace_id):
             writer.wait_for(trace_id, writer.read_timeout)
+        resolve = getattr(writer, "resolve", None)
+        stored = resolve(trace_id) if resolve is not None else trace_id
+        if stored != trace_id:
+            return stored
+    return trace_id
+
+
+def _wait_one(trace_id: Any) -> Any:
+    """Wait for a pending write of ``trace_id``; returns the id to read (the stored one)."""
+    if not isinstance(trace_id, str):
+        return trace_id
+    for writer in list(_writers):
+        if writer.is_pending(trace_id):
+            writer.wait_for(trace_id, writer.read_timeout)
+    return _stored_id(trace_id)
+
+
+_ID_NAMES = ("trace_id", "request_id")  # MLflow 3.1's TracingClient still names it request_id
 
 
 def _by_trace_id(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
     try:
-        _wait_one(kwargs.get("trace_id", args[0] if args else None))
+        name = next((n for n in _ID_NAMES if n in kwargs), None)
+        given = kwargs[name] if name is not None else (args[0] if args else None)
+        stored = _wait_one(given)
+        if stored is not given:
+            if name is not None:
+                kwargs = {**kwargs, name: stored}
+            else:
+                args = (stored, *args[1:])
     except Exception:  # noqa: BLE001 - never make a read fail because of us
         pass
     return wrapped(*args, **kwargs)

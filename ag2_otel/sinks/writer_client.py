@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -49,6 +49,7 @@ class _Item:
     resent: bool = False
 
 
+_ALIASES = 4096  # trace ids MLflow chose (replay path) remembered for the read barrier, oldest forgotten first
 _shared: dict[int, StoreWriterClient] = {}
 _shared_lock = threading.Lock()
 IN_FLIGHT = 2  # traces handed to the child at once: one being written, the next ready; the rest wait here, bounded
@@ -72,6 +73,11 @@ class StoreWriterClient:
         self._cv = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._pending: dict[str, threading.Event] = {}  # MLflow trace id -> set when stored or given up
+        # our trace id -> the id MLflow stored it under, where they differ (the child's replay path, old MLflow)
+        self._aliases: OrderedDict[str, str] = OrderedDict()
+        # what the child said it can do: "batched" (our ids kept) or "v2" (the store picks ids); None until it says
+        self.write_path: str | None = None
+        self.missing: str | None = None  # the MLflow feature whose absence made it replay
         self._unsettled: dict[int, str] = {}  # seq -> trace id, until acknowledged, failed or dropped
         self._inflight: dict[int, str] = {}  # sent to the current child, not yet acknowledged
         self._seq = 0
@@ -131,6 +137,15 @@ class StoreWriterClient:
     def is_pending(self, trace_id: str) -> bool:
         return trace_id in self._pending
 
+    @property
+    def keeps_ids(self) -> bool:
+        """True once the child said it stores traces under the ids we gave them (the batched path)."""
+        return self.write_path == "batched"
+
+    def resolve(self, trace_id: str) -> str:
+        """The id ``trace_id`` is stored under (differs only on the child's replay path)."""
+        return self._aliases.get(trace_id, trace_id)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every trace submitted so far is stored or given up. False on timeout."""
         with self._cv:
@@ -183,8 +198,19 @@ class StoreWriterClient:
             except (EOFError, OSError):
                 break
             if message[0] == "done":
-                _, seq, trace_id, error = message
+                _, seq, trace_id, error, *stored = message
+                if stored and stored[0] and stored[0] != trace_id and error is None:
+                    with self._cv:
+                        self._aliases[trace_id] = stored[0]
+                        while len(self._aliases) > _ALIASES:
+                            self._aliases.popitem(last=False)
                 self._settle(seq, trace_id, error)
+            elif message[0] == "ready" and len(message) > 1 and isinstance(message[1], dict):
+                self.write_path, self.missing = message[1].get("write_path"), message[1].get("missing")
+                if self.write_path is None:  # an MLflow it cannot write to: the caller writes in-process from now
+                    self._available = False
+                    self._warn_once("unsupported", "ag2_otel: the MLflow store writer cannot write with this MLflow "
+                                    "(no %s); writing in-process instead", self.missing)
         self._on_child_exit(conn)
 
     def _on_child_exit(self, conn: Connection) -> None:
