@@ -19,7 +19,6 @@ import enum
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -314,7 +313,7 @@ def content_capture(
 
 
 def instrumentation_limits(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
-    """(AG2_OTEL_MAX_CONTENT_CHARS, AG2_OTEL_MAX_MESSAGES) for instrument(): a bad value is a warning, the default."""
+    """(AG2_OTEL_MAX_CONTENT_CHARS, AG2_OTEL_MAX_MESSAGES) for instrument(): a bad value is a warning (default)."""
     return (_lenient(environ, _positive_int, "AG2_OTEL_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS),
             _lenient(environ, _positive_int, "AG2_OTEL_MAX_MESSAGES", DEFAULT_MAX_MESSAGES))
 

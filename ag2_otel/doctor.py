@@ -126,7 +126,8 @@ def run(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
         elif name.startswith("OTEL_"):
             out.write(f"  {name:<40} (set; read by the SDK or another library, not checked here)\n")
 
-    problems += _what_the_sdk_says(settings, build_exporter=not refused,
+    exporter_refused = any("OTEL_EXPORTER_OTLP_" in r or "OTEL_BSP_" in r for r in refused)
+    problems += _what_the_sdk_says(settings, build_exporter=not exporter_refused,
                                    bsp_refused=any("OTEL_BSP_" in r for r in refused))
     uri = mlflow.get_tracking_uri()
     shown = _mask_url(uri)  # user:password@ in a tracking URI is a secret
