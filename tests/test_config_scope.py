@@ -169,7 +169,7 @@ def test_instrument_without_a_provider_survives_an_unloadable_global_provider(tm
     assert run.stderr.count("check OTEL_PYTHON_TRACER_PROVIDER") == 1  # said once, why the first chat was untraced
 
 
-# --- what SDK 1.45 does with each value: left to it, or refused by autolog() --------------------------------------------
+# --- what SDK 1.45 does with each value: left to it, or refused by autolog() ------------------------------------------
 def _sdk_grpc_exporter():
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -260,7 +260,7 @@ def test_a_header_the_sdk_cannot_parse_is_refused_because_the_sdk_logs_its_secre
     assert SECRET not in str(refused.value)
 
 
-# --- autolog(): refuses what it uses, only when it uses it -------------------------------------------------------------
+# --- autolog(): refuses what it uses, only when it uses it ------------------------------------------------------------
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -320,7 +320,7 @@ def test_autolog_leaves_the_samplers_values_to_the_sdk(tmp_path):
     assert f"SPANS {len(CALCULATOR_TREE)}" in run.stdout
 
 
-# --- doctor: reports everything --------------------------------------------------------------------------------------
+# --- doctor: reports everything ---------------------------------------------------------------------------------------
 def test_doctor_reports_every_problem_ours_and_the_sdks(clean_otel_env, tmp_path):
     from ag2_otel import doctor
 
