@@ -106,8 +106,6 @@ def _what_the_sdk_says(settings, build_exporter: bool, bsp_refused: bool) -> lis
 
 
 def run(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    import mlflow
-
     refused: list[str] = []  # what autolog() would raise ConfigError for
     settings = load_settings(otlp_exporter=True, problems=refused)
     problems = list(settings.warnings)
@@ -129,7 +127,16 @@ def run(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     exporter_refused = any("OTEL_EXPORTER_OTLP_" in r or "OTEL_BSP_" in r for r in refused)
     problems += _what_the_sdk_says(settings, build_exporter=not exporter_refused,
                                    bsp_refused=any("OTEL_BSP_" in r for r in refused))
-    uri = mlflow.get_tracking_uri()
+    try:
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
+    except ImportError:  # an extra: autolog() refuses to start the MLflow sink without it
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "(MLflow not installed)")
+        if settings.mlflow_enabled:
+            from .autolog import MLFLOW_MISSING
+
+            refused.append(MLFLOW_MISSING.removeprefix("ag2-otel: "))
     shown = _mask_url(uri)  # user:password@ in a tracking URI is a secret
     out.write(f"\n  {'mlflow tracking uri':<28} {shown}\n")
     if settings.mlflow_enabled and uri.startswith(("http://", "https://")):
