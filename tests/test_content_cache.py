@@ -102,7 +102,11 @@ def reference_to_json(value: Any, max_chars: int) -> str:
 
 
 def reference_messages_json(messages, max_chars: int, default_role: str = "user") -> str:
-    return reference_to_json([genai_message(m, default_role) for m in messages], max_chars)
+    """The plain walk: render the whole list with one budget, then keep each message in the GenAI shape."""
+    rendered = reference_render([genai_message(m, default_role) for m in messages], max_chars)
+    if isinstance(rendered, list):
+        rendered = [content._repair_message(m, default_role) for m in rendered]
+    return _valid_utf8(json.dumps(rendered, ensure_ascii=False, separators=(",", ":")))
 
 
 @pytest.fixture(autouse=True)
@@ -303,13 +307,20 @@ def test_concurrent_calls_agree():
     assert not errors
 
 
+def reference_instructions_json(text, limit):
+    parts = [{"type": "text", "content": text}] if isinstance(text, str) else content._content_parts(text)
+    return _valid_utf8(json.dumps(content._repair_parts(reference_render(parts, limit)), ensure_ascii=False,
+                                  separators=(",", ":")))
+
+
 def test_instructions_json():
     text = "You are a helpful assistant." * 3
     for limit in (5, 60, 16384):
-        assert instructions_json(text, limit) == to_json([{"type": "text", "content": text}], limit)
-        assert instructions_json(text, limit) == to_json([{"type": "text", "content": text}], limit)  # cached
+        assert instructions_json(text, limit) == reference_instructions_json(text, limit)
+        assert instructions_json(text, limit) == reference_instructions_json(text, limit)  # cached
     assert instructions_json(StrKey("sub"), 100) == to_json([{"type": "text", "content": "sub"}], 100)
-    assert instructions_json(None, 100) == to_json([{"type": "text", "content": None}], 100)
+    assert instructions_json(None, 100) == "[]"
+    assert json.loads(instructions_json([{"type": "text", "text": "hi"}], 100)) == [{"type": "text", "content": "hi"}]
     for i in range(200):
         instructions_json(f"s{i}", 100)
     assert len(content._texts) <= 64
@@ -326,8 +337,7 @@ def reference_llm_request_content(config, max_chars, max_messages):
         rest = messages[len(system):]
         tail = rest[-max_messages:]
         if system:
-            attrs[k.SYSTEM_INSTRUCTIONS] = reference_to_json([{"type": "text", "content": system[0].get("content")}],
-                                                             max_chars)
+            attrs[k.SYSTEM_INSTRUCTIONS] = reference_instructions_json(system[0].get("content"), max_chars)
         attrs[k.INPUT_MESSAGES] = reference_messages_json(tail, max_chars)
         attrs[k.AG2_INPUT_MESSAGES_TOTAL] = len(rest)
         if len(tail) < len(rest):

@@ -9,8 +9,8 @@ Every ``chat {model}`` span is checked for ``gen_ai.output.messages`` (the GenAI
 for the result AG2 produced; no span anywhere may contain the API key.
 
 What AG2's clients drop before our wrapper sees the response (streamed cached/reasoning token details and streamed
-``reasoning_content``; Anthropic cache tokens and the served model name) is asserted in tests marked
-``xfail(strict=False)``: a tap on the provider SDK is to record them.
+``reasoning_content``; Anthropic cache tokens, thinking and the served model name) is recorded from the provider SDK's
+own reply by ``ag2_otel.instrumentation.provider_tap``, and asserted here like the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from tests.openai_stub import (OpenAIStub, Reply, choice, completion, function_c
 
 API_KEY = "sk-real-clients-SECRET-7c1e"
 QUESTION = "What is 232 - 32?"
-XFAIL_STREAM_DETAILS = pytest.mark.xfail(strict=False, reason="stream usage details: provider tap pending")
 
 
 # --- harness ---------------------------------------------------------------------------------------------------------
@@ -399,7 +398,6 @@ def test_openai_stream_calculator_chat_parallel_tool_calls(traced, span_exporter
     assert_no_api_key(spans)
 
 
-@XFAIL_STREAM_DETAILS
 def test_openai_stream_usage_details(traced, span_exporter):
     """The last chunk carries prompt_tokens_details / completion_tokens_details; AG2's assembled ChatCompletion
     keeps only prompt/completion tokens."""
@@ -413,7 +411,6 @@ def test_openai_stream_usage_details(traced, span_exporter):
     assert chats[0].attributes.get(k.USAGE_REASONING_OUTPUT_TOKENS) == 32
 
 
-@pytest.mark.xfail(strict=False, reason="streamed reasoning_content: AG2's stream assembly drops it; provider tap pending")
 def test_openai_stream_reasoning_content(traced, span_exporter):
     body = completion("Paris.", reasoning_content="Capital of France: Paris.")
     with OpenAIStub([Reply(body=body)]) as stub:
@@ -592,7 +589,6 @@ def test_anthropic_thinking_is_a_reasoning_part(traced, span_exporter, stream):
 
 
 @needs_anthropic
-@pytest.mark.xfail(strict=False, reason="Anthropic cache tokens: AG2 drops them; provider tap pending (SDK Message.usage)")
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_anthropic_cache_tokens(traced, span_exporter, stream):
     a = _anthropic()
@@ -607,8 +603,6 @@ def test_anthropic_cache_tokens(traced, span_exporter, stream):
 
 
 @needs_anthropic
-@pytest.mark.xfail(strict=False, reason="AG2 reports the request's model alias; the served model name is only in the "
-                                        "SDK Message (provider tap pending)")
 def test_anthropic_response_model_is_the_served_one(traced, span_exporter):
     a = _anthropic()
     body = a.message("Paris.", model="claude-sonnet-4-5-20250929")

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from .. import semconv as k
 from ..mapping.content import (
     parse_arguments,
+    plain_message,
     instructions_json,
     messages_json,
     output_messages_json,
@@ -166,7 +167,7 @@ def reply_content(reply: Any, max_chars: int) -> dict:
 
 # --- model calls --------------------------------------------------------------------------------------------------
 
-def _first_config(wrapper: Any) -> Mapping:
+def first_config(wrapper: Any) -> Mapping:
     config_list = getattr(wrapper, "_config_list", None)
     if isinstance(config_list, list) and config_list and isinstance(config_list[0], Mapping):
         return config_list[0]
@@ -192,7 +193,7 @@ def _client_base_url(wrapper: Any) -> str | None:
 
 
 def llm_request(wrapper: Any, config: Mapping) -> tuple[str | None, dict]:
-    entry = _first_config(wrapper)
+    entry = first_config(wrapper)
     model = config.get("model") or entry.get("model")
     attrs: dict[str, Any] = {
         k.OPERATION_NAME: k.OP_CHAT,
@@ -224,7 +225,34 @@ def llm_request(wrapper: Any, config: Mapping) -> tuple[str | None, dict]:
     return (model if isinstance(model, str) else None), attrs
 
 
-def llm_request_content(config: Mapping, max_chars: int, max_messages: int) -> dict:
+def tool_definitions(tools: Any) -> list[dict[str, Any]]:
+    """The tools a model call offers as the conventions' flat definitions ``{"type", "name", "description"?,
+    "parameters"?}``, from OpenAI's ``{"type": "function", "function": {...}}`` (chat), flat entries (Responses API)
+    or the deprecated ``functions`` list."""
+    out: list[dict[str, Any]] = []
+    for tool in list(tools)[:_MAX_TOOLS]:
+        tool = plain_message(tool)
+        if not isinstance(tool, Mapping):
+            out.append({"type": "function", "name": _short_text(tool)})
+            continue
+        function = plain_message(tool.get("function"))
+        spec = function if isinstance(function, Mapping) else tool
+        definition: dict[str, Any] = {"type": _short_text(tool.get("type") or "function"),
+                                      "name": _short_text(spec.get("name") or "")}
+        if spec.get("description") is not None:
+            definition["description"] = spec.get("description")
+        if spec.get("parameters") is not None:
+            definition["parameters"] = spec.get("parameters")
+        out.append(definition)
+    return out
+
+
+_MAX_TOOLS = 128
+
+
+def llm_request_content(config: Mapping, max_chars: int, max_messages: int, entry: Mapping | None = None) -> dict:
+    """Content of a model call's request. ``entry``: the client's config entry, where AG2 keeps the tools it merges
+    into the request inside ``create``."""
     attrs: dict[str, Any] = {}
     messages = config.get("messages")
     if isinstance(messages, list) and messages:
@@ -241,9 +269,9 @@ def llm_request_content(config: Mapping, max_chars: int, max_messages: int) -> d
         attrs[k.AG2_INPUT_MESSAGES_TOTAL] = total
         if len(tail) < total:
             attrs[k.AG2_INPUT_MESSAGES_OMITTED] = total - len(tail)
-    tools = config.get("tools")
+    tools = config.get("tools") or (entry or {}).get("tools") or config.get("functions")
     if isinstance(tools, list) and tools:
-        attrs[k.TOOL_DEFINITIONS] = to_json(tools, max_chars)
+        attrs[k.TOOL_DEFINITIONS] = to_json(tool_definitions(tools), max_chars)
     return attrs
 
 
@@ -369,16 +397,38 @@ def finish_reasons(response: Any) -> list[str]:
     return [_short_text(_get(c, "finish_reason", None)) for c in choices[:16] if _get(c, "finish_reason", None)]
 
 
-def llm_response_content(response: Any, max_chars: int) -> dict:
+_THINKING_PREFIX = "[Thinking]\n"  # how AG2's AnthropicClient folds thinking blocks into the answer's text
+
+
+def _with_reasoning(message: Any, reasoning: str) -> Any:
+    """The message with the reasoning text the provider SDK reported (``provider_tap``) as its own part: AG2's
+    Anthropic client prefixes the answer with it (``"[Thinking]\\n{thinking}\\n\\n{text}"``), taken off exactly; AG2's
+    stream assembly drops it (OpenAI-compatible ``reasoning_content``)."""
+    plain = plain_message(message)
+    if not isinstance(plain, Mapping) or plain.get("reasoning_content") or plain.get("reasoning"):
+        return message
+    text = plain.get("content")
+    prefix = _THINKING_PREFIX + reasoning
+    if isinstance(text, str) and text.startswith(prefix):
+        text = text[len(prefix):]
+        text = text[2:] if text.startswith("\n\n") else text
+    return {**plain, "content": text, "reasoning_content": reasoning}
+
+
+def llm_response_content(response: Any, max_chars: int, reasoning: Mapping[int, str] | None = None) -> dict:
     """``gen_ai.output.messages`` of a model call: one assistant message per choice, whatever object the client
     returned (openai's ChatCompletion, AG2's copy of it that its other clients build, a custom client's dicts or
-    namespaces, a Responses API ``Response``)."""
+    namespaces, a Responses API ``Response``). ``reasoning``: per choice index, reasoning text AG2 did not keep
+    apart (from the provider SDK's own reply)."""
     if _is_responses_api(response):
         return {k.OUTPUT_MESSAGES: to_json([_responses_output(response)[0]], max_chars)}
     choices = _get(response, "choices", None) or []
     if not choices:
         return {}
     messages = [_choice_message(c) for c in choices[:16]]
+    for index, text in (reasoning or {}).items():
+        if isinstance(index, int) and 0 <= index < len(messages) and isinstance(text, str) and text:
+            messages[index] = _with_reasoning(messages[index], text)
     reasons = [_get(c, "finish_reason", None) for c in choices[:16]]
     return {k.OUTPUT_MESSAGES: output_messages_json(messages, reasons, max_chars)}
 

@@ -36,7 +36,8 @@ from .telemetry import log_once
 logger = logging.getLogger("ag2_otel")
 
 Usage = dict  # "input", "output", "cache_read", "cache_creation", "reasoning": int; "input_excludes_cache": bool;
-# "model": str (the model the provider says served the call)
+# "model": str (the model the provider says served the call); "thinking": {choice index: str}, the reasoning text
+# AG2 drops or folds into the answer (content, recorded only with content capture on)
 
 
 class Tap:
@@ -82,9 +83,16 @@ def openai_usage(usage: Any) -> Usage:
 
 
 def openai_chunk(chunk: Any) -> Usage | None:
-    """One ``ChatCompletionChunk``: with ``stream_options.include_usage`` the last one has ``usage``."""
+    """One ``ChatCompletionChunk``: with ``stream_options.include_usage`` the last one has ``usage``; the
+    ``reasoning_content`` deltas OpenAI-compatible reasoning servers send (AG2's stream assembly drops them)."""
     usage = _get(chunk, "usage")
-    return openai_usage(usage) if usage is not None else None
+    found = openai_usage(usage) if usage is not None else {}
+    for choice in _get(chunk, "choices") or ():
+        piece = _get(_get(choice, "delta"), "reasoning_content")
+        index = _get(choice, "index")
+        if isinstance(piece, str) and piece and isinstance(index, int):
+            found.setdefault("thinking", {})[index] = piece
+    return found or None
 
 
 def anthropic_usage(usage: Any) -> Usage:
@@ -105,6 +113,11 @@ def anthropic_message(message: Any) -> Usage | None:
     model = _get(message, "model")
     if isinstance(model, str) and model:
         found["model"] = model
+    # thinking blocks joined as AG2 joins them before it folds them into the answer's text
+    thinking = [_get(block, "thinking") for block in _get(message, "content") or () if _get(block, "type") == "thinking"]
+    thinking = [t for t in thinking if isinstance(t, str)]
+    if thinking:
+        found["thinking"] = {0: "\n\n".join(thinking)}
     return found or None
 
 
@@ -116,6 +129,11 @@ def anthropic_event(event: Any) -> Usage | None:
     if kind == "message_delta":
         usage = _get(event, "usage")
         return anthropic_usage(usage) if usage is not None else None
+    if kind == "content_block_start" and _get(_get(event, "content_block"), "type") == "thinking":
+        return {"thinking_block": True}
+    if kind == "content_block_delta" and _get(_get(event, "delta"), "type") == "thinking_delta":
+        piece = _get(_get(event, "delta"), "thinking")
+        return {"thinking": {0: piece}} if isinstance(piece, str) and piece else None
     return None
 
 
@@ -139,9 +157,22 @@ TAPS: tuple[SdkCall, ...] = (
 
 # --- the wrapper ------------------------------------------------------------------------------------------------------
 
+_MAX_THINKING_CHARS = 1 << 20  # what one model call's reasoning text may hold in memory
+
+
 def _note(record: Usage, found: Usage | None) -> None:
-    if found:
-        record.update(found)  # later stream items win (Anthropic's message_delta has the final output count)
+    if not found:
+        return
+    pieces = found.pop("thinking", None)
+    if found.pop("thinking_block", False) and record.get("thinking", {}).get(0):
+        pieces = {0: "\n\n"}  # a second thinking block: AG2 joins blocks with a blank line
+    record.update(found)  # later stream items win (Anthropic's message_delta has the final output count)
+    if pieces:
+        thinking = record.setdefault("thinking", {})
+        for index, piece in pieces.items():
+            text = thinking.get(index, "")
+            if len(text) < _MAX_THINKING_CHARS:
+                thinking[index] = text + piece
 
 
 class _TappedStream(wrapt.ObjectProxy):
@@ -197,6 +228,12 @@ def _wrapper(call: SdkCall, switch: dict) -> Callable:
 
 
 # --- merging into the chat span's attributes --------------------------------------------------------------------------
+
+def thinking(tap: Tap | None) -> dict[int, str]:
+    """The reasoning text per choice the provider streamed or returned during the call (may be empty)."""
+    usage = tap.usage if tap is not None else None
+    return dict(usage.get("thinking") or {}) if usage else {}
+
 
 _MAX_MODEL_CHARS = 256
 _DETAILS = ((k.USAGE_CACHE_READ_INPUT_TOKENS, "cache_read"), (k.USAGE_CACHE_CREATION_INPUT_TOKENS, "cache_creation"),

@@ -470,8 +470,8 @@ def llm_wrapper(tel: Telemetry) -> Wrapper:
             total = extract.usage_fingerprint(getattr(wrapper_obj, "total_usage_summary", None))
             if total != before[1]:
                 result_attrs[k.AG2_CACHE_HIT] = actual == before[0]
-            content = (tel.safe("llm: output content", extract.llm_response_content, response, limits.max_content_chars)
-                       if tel.wants_content(span) else None)
+            content = (tel.safe("llm: output content", extract.llm_response_content, response, limits.max_content_chars,
+                                provider_tap.thinking(tap)) if tel.wants_content(span) else None)
             tel.set_with_content(span, result_attrs, content)  # one set_attributes call for both
             _record_metrics(tel, attrs, result_attrs, started)
 
@@ -479,7 +479,8 @@ def llm_wrapper(tel: Telemetry) -> Wrapper:
             name=k.span_name(k.OP_CHAT, model),
             attributes=attrs,
             kind=SpanKind.CLIENT,
-            content=lambda: extract.llm_request_content(kwargs, limits.max_content_chars, limits.max_messages),
+            content=lambda: extract.llm_request_content(kwargs, limits.max_content_chars, limits.max_messages,
+                                                        extract.first_config(wrapper_obj)),
             on_result=on_result,
             context_vars=[(provider_tap.CURRENT, tap)],
         )

@@ -375,7 +375,58 @@ def messages_json(messages: Sequence[Any], max_chars: int, default_role: str = "
             return _messages_json_cached(messages, max_chars, default_role)
         except Exception:  # noqa: BLE001 - the plain path below gives the same answer (or its own fallback)
             pass
-    return to_json([genai_message(m, default_role) for m in messages], max_chars)
+    return _shaped_json([genai_message(m, default_role) for m in messages], max_chars, default_role)
+
+
+# --- keeping the GenAI shape through a cut -----------------------------------------------------------------------------
+# The budget may run out inside a message (a 10 MB tool result, a huge id): render() then cuts the dict, dropping its
+# remaining keys, or gives a container that was not reached a "…[truncated]" string. The conventions' schemas require
+# some keys (a message's role and parts, a part's type and its payload key): those come back with a cut marker, so a
+# truncated message is still a valid message. Only rendered copies are touched, never the caller's values.
+
+CUT = "…[truncated]"
+_PART_REQUIRED: dict[str, tuple[str, ...]] = {
+    "text": ("content",), "reasoning": ("content",), "tool_call": ("name",), "tool_call_response": ("response",),
+    "blob": ("modality", "content"), "uri": ("modality", "uri"), "file": ("modality", "file_id"),
+}
+
+
+def _repair_parts(parts: Any) -> list[Any]:
+    if not isinstance(parts, list):
+        return []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue  # the "…[N more items]" marker at the end of a cut list
+        part.pop("…", None)
+        if not isinstance(part.get("type"), str):
+            part["type"] = "text"
+        for key in _PART_REQUIRED.get(part["type"], ()):
+            if not isinstance(part.get(key), str) and (key != "response" or key not in part):
+                part[key] = CUT
+    return parts
+
+
+def _repair_message(message: Any, role: str, output: bool = False) -> Any:
+    if not isinstance(message, dict):
+        return message
+    message.pop("…", None)
+    if not isinstance(message.get("role"), str):
+        message["role"] = role
+    message["parts"] = _repair_parts(message.get("parts"))
+    if output and not isinstance(message.get("finish_reason"), str):
+        message["finish_reason"] = CUT
+    return message
+
+
+def _shaped_json(messages: list[Any], max_chars: int, role: str, output: bool = False) -> str:
+    """``to_json(messages, max_chars)`` with every message kept in the GenAI shape."""
+    try:
+        rendered = render(messages, max_chars)
+        if isinstance(rendered, list):
+            rendered = [_repair_message(m, role, output) for m in rendered]
+        return _dumps(rendered)
+    except Exception:  # render() is total; this is belt and braces
+        return json.dumps(f"<unrenderable {type(messages).__name__}>")
 
 
 # --- the message cache ------------------------------------------------------------------------------------------------
@@ -453,7 +504,7 @@ def _messages_json_cached(messages: Sequence[Any], max_chars: int, default_role:
             budget.left -= entry[3]
             continue
         left = budget.left
-        fragment = _dumps(_render(genai_message(message, default_role), budget, 1, set()))
+        fragment = _dumps(_repair_message(_render(genai_message(message, default_role), budget, 1, set()), default_role))
         fragments.append(fragment)
         cost = left - budget.left
         if cost < left:  # nothing was cut: the fragment holds for any budget above its cost
@@ -472,16 +523,28 @@ def _messages_json_cached(messages: Sequence[Any], max_chars: int, default_role:
 _texts: dict[tuple[int, int], tuple[str, str]] = {}  # (id(text), max_chars) -> (text, JSON)
 
 
+def instruction_parts(text: Any) -> list[dict[str, Any]]:
+    """An agent's system message as ``gen_ai.system_instructions`` parts: a string is one text part, OpenAI-style
+    content a list of parts, None none; a text part's content is always a string."""
+    if isinstance(text, str):
+        return [{"type": "text", "content": text}]
+    return _content_parts(text)
+
+
+def _instructions_json(text: Any, max_chars: int) -> str:
+    return _dumps(_repair_parts(render(instruction_parts(text), max_chars)))
+
+
 def instructions_json(text: Any, max_chars: int) -> str:
-    """``to_json([{"type": "text", "content": text}], max_chars)``: an agent's system message as
-    ``gen_ai.system_instructions``. Strings are immutable: the JSON of one is kept while the entry holds it."""
+    """``gen_ai.system_instructions`` JSON of an agent's system message, within ``max_chars``. Strings are immutable:
+    the JSON of one is kept while the entry holds it."""
     if type(text) is not str:
-        return to_json([{"type": "text", "content": text}], max_chars)
+        return _instructions_json(text, max_chars)
     key = (id(text), max_chars)
     entry = _texts.get(key)
     if entry is not None and entry[0] is text:
         return entry[1]
-    out = to_json([{"type": "text", "content": text}], max_chars)
+    out = _instructions_json(text, max_chars)
     with _cache_lock:
         if len(_texts) >= 64:
             _texts.clear()
@@ -501,6 +564,6 @@ def output_messages_json(messages: Sequence[Any], finish_reasons: Sequence[str |
     out = []
     for message, reason in zip(messages, finish_reasons):
         converted = genai_message(message, "assistant")
-        converted["finish_reason"] = reason or "stop"
-        out.append(converted)
-    return to_json(out, max_chars)
+        # the finish reason ahead of the parts: a cut inside the parts never takes it away
+        out.append({"role": converted.pop("role"), "finish_reason": _text_of(reason or "stop"), **converted})
+    return _shaped_json(out, max_chars, "assistant", output=True)
