@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import ag2_otel
-from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+from ag2_otel.scripted import Step, ToolCall
 from tests.genai_schema import SchemaCheckedSpanExporter
+from tests.scripted_llm import scripted_llm_config
 from tests.test_instrumentation_basic import CALCULATOR_SCRIPT, ProviderDown, make_calculator_agents
 
 SEED_QUESTION = "What is (44232 + 13312 / (232 - 32)) * 5?"
@@ -108,11 +109,9 @@ def test_group_chat_async_and_threads(store, provider):
 
     def group(tag: int):
         def member(name, tokens):
-            agent = ConversableAgent(f"{name}", llm_config=scripted_llm_config(f"model-{name}"),
-                                     human_input_mode="NEVER")
-            agent.register_model_client(ScriptedClient, script=[Step(text=f"{name} says {tag}",
-                                                                     prompt_tokens=tokens + tag, completion_tokens=tag)])
-            return agent
+            return ConversableAgent(f"{name}", llm_config=scripted_llm_config(
+                [Step(text=f"{name} says {tag}", prompt_tokens=tokens + tag, completion_tokens=tag)],
+                model=f"model-{name}"), human_input_mode="NEVER")
 
         user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
         chat = GroupChat([user, member("a", 100), member("b", 200)], messages=[], max_round=3,
@@ -152,15 +151,17 @@ def test_errors_reach_mlflow(store, provider):
     tool = next(s for s in trace.data.spans if s.span_type == "TOOL")
     assert tool.status.status_code == "ERROR"
 
+    import openai
+
     user, assistant = make_calculator_agents([Step(raise_error=ProviderDown("503 from provider"))])
-    with pytest.raises(ProviderDown):
+    with pytest.raises(openai.InternalServerError):  # the provider's HTTP 500, as the openai SDK raises it
         user.initiate_chat(assistant, message="hi", max_turns=2)
     trace = mlflow.get_trace(mlflow.get_last_active_trace_id())
     assert trace.info.state == "ERROR"
     llm = next(s for s in trace.data.spans if s.span_type == "CHAT_MODEL")
     assert llm.status.status_code == "ERROR"
     event = next(e for e in llm.events if e.name == "exception")
-    assert "ProviderDown" in event.attributes["exception.type"]
+    assert event.attributes["exception.type"] == "openai.InternalServerError"
     assert "503 from provider" in event.attributes["exception.message"]
 
 

@@ -29,7 +29,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import ag2_otel
-from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+from ag2_otel.scripted import Step, ToolCall
+from tests.scripted_llm import scripted_llm_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,8 +65,16 @@ def make_chat(index: int):
     from autogen import ConversableAgent, register_function
 
     tag = marker(index)
-    assistant = ConversableAgent(f"asst-{tag}", llm_config=scripted_llm_config(), human_input_mode="NEVER",
-                                 system_message=f"You help conversation {tag}.",
+    script = []
+    for turn in range(TURNS):
+        prompt, completion = usage(index, turn)
+        if turn % 2 == 0:
+            script.append(Step(tool_calls=[ToolCall("lookup", {"key": tag, "turn": turn})],
+                               prompt_tokens=prompt, completion_tokens=completion))
+        else:
+            script.append(Step(text=f"[{tag}] answer {turn}", prompt_tokens=prompt, completion_tokens=completion))
+    assistant = ConversableAgent(f"asst-{tag}", llm_config=scripted_llm_config(script, repeat_last=False),
+                                 human_input_mode="NEVER", system_message=f"You help conversation {tag}.",
                                  max_consecutive_auto_reply=NO_LIMIT, is_termination_msg=lambda m: False)
     user = ConversableAgent(f"user-{tag}", llm_config=False, human_input_mode="NEVER",
                             max_consecutive_auto_reply=NO_LIMIT, default_auto_reply=f"go on {tag}",
@@ -75,15 +84,6 @@ def make_chat(index: int):
         return f"looked up {key} at turn {turn}"
 
     register_function(lookup, caller=assistant, executor=user, name="lookup", description="Look a key up.")
-    script = []
-    for turn in range(TURNS):
-        prompt, completion = usage(index, turn)
-        if turn % 2 == 0:
-            script.append(Step(tool_calls=[ToolCall("lookup", {"key": tag, "turn": turn})],
-                               prompt_tokens=prompt, completion_tokens=completion))
-        else:
-            script.append(Step(text=f"[{tag}] answer {turn}", prompt_tokens=prompt, completion_tokens=completion))
-    assistant.register_model_client(ScriptedClient, script=script, repeat_last=False)
     return user, assistant
 
 
@@ -190,7 +190,8 @@ LONG_APP = textwrap.dedent('''
     turns = int(sys.argv[2])
     import mlflow, ag2_otel
     from autogen import ConversableAgent, register_function
-    from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+    from ag2_otel.scripted import Step, ToolCall
+    from tests.scripted_llm import scripted_llm_config
 
     for name in ("autogen", "autogen.oai.client"):
         import logging; logging.getLogger(name).setLevel(logging.ERROR)
@@ -202,18 +203,18 @@ LONG_APP = textwrap.dedent('''
                     return int(line.split()[1])
 
     def build(n):
-        assistant = ConversableAgent("assistant", llm_config=scripted_llm_config(), human_input_mode="NEVER",
-                                     max_consecutive_auto_reply=10**9, is_termination_msg=lambda m: False)
+        script = [Step(tool_calls=[ToolCall("add", {"a": t, "b": 1})], prompt_tokens=100 + t % 7, completion_tokens=3)
+                  if t % 2 == 0 else
+                  Step(text=f"The result is {t}. Anything else I can add up for you?", prompt_tokens=90 + t % 5,
+                       completion_tokens=11) for t in range(n)]
+        assistant = ConversableAgent("assistant", llm_config=scripted_llm_config(script, repeat_last=False),
+                                     human_input_mode="NEVER", max_consecutive_auto_reply=10**9,
+                                     is_termination_msg=lambda m: False)
         user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER", max_consecutive_auto_reply=10**9,
                                 default_auto_reply="Thanks. Next one, please.", is_termination_msg=lambda m: False)
         def add(a: int, b: int) -> int:
             return a + b
         register_function(add, caller=assistant, executor=user, name="add", description="Add two integers.")
-        script = [Step(tool_calls=[ToolCall("add", {"a": t, "b": 1})], prompt_tokens=100 + t % 7, completion_tokens=3)
-                  if t % 2 == 0 else
-                  Step(text=f"The result is {t}. Anything else I can add up for you?", prompt_tokens=90 + t % 5,
-                       completion_tokens=11) for t in range(n)]
-        assistant.register_model_client(ScriptedClient, script=script, repeat_last=False)
         return user, assistant
 
     if traced:

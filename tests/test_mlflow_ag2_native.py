@@ -27,7 +27,8 @@ SCRIPT = textwrap.dedent(
     from opentelemetry.sdk.trace import TracerProvider
     from autogen import ConversableAgent, register_function
     from autogen.opentelemetry import instrument_agent, instrument_llm_wrapper
-    from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+    from ag2_otel.scripted import Step, ToolCall
+    from tests.scripted_llm import scripted_llm_config
     from ag2_otel.sinks.mlflow_processor import MlflowSpanProcessor
 
     mlflow.set_tracking_uri(sys.argv[1])
@@ -37,15 +38,14 @@ SCRIPT = textwrap.dedent(
     def add(a: int, b: int) -> int:
         return a + b
 
-    assistant = ConversableAgent("assistant", llm_config=scripted_llm_config())
+    steps = json.loads(sys.argv[2])
+    assistant = ConversableAgent("assistant", llm_config=scripted_llm_config([
+        Step(tool_calls=[ToolCall("add", {"a": 1, "b": 2})], prompt_tokens=steps[0][0], completion_tokens=steps[0][1]),
+        Step(text="3 TERMINATE", prompt_tokens=steps[1][0], completion_tokens=steps[1][1]),
+    ]))
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER",
                             is_termination_msg=lambda msg: "TERMINATE" in (msg.get("content") or ""))
     register_function(add, caller=assistant, executor=user, description="Add two integers.")
-    steps = json.loads(sys.argv[2])
-    assistant.register_model_client(ScriptedClient, script=[
-        Step(tool_calls=[ToolCall("add", {"a": 1, "b": 2})], prompt_tokens=steps[0][0], completion_tokens=steps[0][1]),
-        Step(text="3 TERMINATE", prompt_tokens=steps[1][0], completion_tokens=steps[1][1]),
-    ])
     instrument_llm_wrapper(tracer_provider=provider, capture_messages=True)
     instrument_agent(assistant, tracer_provider=provider)
     instrument_agent(user, tracer_provider=provider)

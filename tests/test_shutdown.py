@@ -46,7 +46,8 @@ APP = textwrap.dedent('''
     import ag2_otel
     ag2_otel.autolog()
     from autogen import ConversableAgent, register_function
-    from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+    from ag2_otel.scripted import Step, ToolCall
+    from tests.scripted_llm import scripted_llm_config
 
     blocked = threading.Event()
 
@@ -73,14 +74,13 @@ APP = textwrap.dedent('''
                 raise RuntimeError("boom in user code")
             return False, None
 
-        assistant = ConversableAgent(f"assistant{tag}", llm_config=scripted_llm_config(), human_input_mode="NEVER")
+        assistant = ConversableAgent(f"assistant{tag}", llm_config=scripted_llm_config([
+            Step(tool_calls=[ToolCall("work", {"x": 1})], prompt_tokens=100, completion_tokens=10),
+            Step(tool_calls=[ToolCall("work", {"x": 2})], prompt_tokens=200, completion_tokens=20),
+            Step(text="done TERMINATE", prompt_tokens=300, completion_tokens=30)]), human_input_mode="NEVER")
         user = ConversableAgent(f"user{tag}", llm_config=False, human_input_mode="NEVER",
                                 is_termination_msg=lambda m: (m.get("content") or "").endswith("TERMINATE"))
         register_function(work, caller=assistant, executor=user, name="work", description="doubles x")
-        assistant.register_model_client(ScriptedClient, script=[
-            Step(tool_calls=[ToolCall("work", {"x": 1})], prompt_tokens=100, completion_tokens=10),
-            Step(tool_calls=[ToolCall("work", {"x": 2})], prompt_tokens=200, completion_tokens=20),
-            Step(text="done TERMINATE", prompt_tokens=300, completion_tokens=30)])
         user.register_reply([ConversableAgent, None], flaky_reply, position=0)
         return user, assistant
 

@@ -26,11 +26,12 @@ OTEL_INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
 APP = textwrap.dedent("""
     from autogen import ConversableAgent
 
-    from ag2_otel.scripted import ScriptedClient, Step, scripted_llm_config
+    from ag2_otel.scripted import Step
+    from tests.scripted_llm import scripted_llm_config
 
-    assistant = ConversableAgent("assistant", llm_config=scripted_llm_config(), human_input_mode="NEVER")
-    assistant.register_model_client(ScriptedClient, script=[Step(text="hello there", prompt_tokens=123,
-                                                                 completion_tokens=45)])
+    assistant = ConversableAgent("assistant", llm_config=scripted_llm_config([Step(text="hello there", prompt_tokens=123,
+                                                                                   completion_tokens=45)]),
+                                 human_input_mode="NEVER")
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
     result = user.initiate_chat(assistant, message="hi", max_turns=1)
     print("CHAT_ID", result.chat_id)
