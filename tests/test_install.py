@@ -223,7 +223,7 @@ def test_classic_autogen_beside_ag2_1x_is_instrumented_and_mlflow_missing_says_w
     result = _result(venvs.run(venv, CALCULATOR))
     assert result["default"].startswith("ConfigError: ")
     assert "pip install 'ag2-otel[mlflow]'" in result["default"] and "AG2_OTEL_MLFLOW=false" in result["default"]
-    assert result["spans"] == sorted(["invoke_workflow initiate_chat", "invoke_agent assistant",
+    assert result["spans"] == sorted(["invoke_workflow initiate_chat", "invoke_agent assistant", "invoke_agent user",
                                       "invoke_agent assistant", "invoke_agent user", "chat scripted-model",
                                       "chat scripted-model", "execute_tool calculator"])
     assert result["input_tokens"] == 280
