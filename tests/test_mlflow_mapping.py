@@ -158,7 +158,7 @@ def test_conversation_record():
     assert record.session_id == CONVERSATION_ID and record.metadata[m.MLFLOW_TRACE_SESSION] == CONVERSATION_ID
     assert record.tags[m.TAG_OTEL_TRACE_ID] == format(spans[0].context.trace_id, "032x")
     assert record.request_preview == "build it" and record.response_preview == "done"
-    assert root.inputs == {"messages": json.loads(text_messages("user", "build it"))}
+    assert root.inputs == json.loads(text_messages("user", "build it"))
 
 
 @pytest.mark.parametrize(
@@ -381,3 +381,24 @@ def test_mapping_never_raises_and_totals_equal_the_sum(specs, drop):
         json.loads(record.metadata[key])
         assert len(record.metadata[key]) <= m.MAX_METADATA_CHARS
     assert by_id  # used
+
+
+def test_chat_span_inputs_are_one_message_list_with_tools():
+    """MLflow's trace UI shows a conversation for a top-level list of {role, parts} messages: the instructions come
+    first as a system message; the offered tools go to mlflow.chat.tools in the OpenAI shape."""
+    tools = [{"type": "function", "name": "calculator", "description": "A simple calculator",
+              "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}]
+
+    def build(tracer):
+        with tracer.start_as_current_span("invoke_workflow t", attributes={sc.OPERATION_NAME: sc.OP_WORKFLOW}):
+            tracer.start_span("chat m", attributes={
+                sc.OPERATION_NAME: sc.OP_CHAT, sc.REQUEST_MODEL: "m",
+                sc.SYSTEM_INSTRUCTIONS: json.dumps([{"type": "text", "content": "Be terse."}]),
+                sc.INPUT_MESSAGES: text_messages("user", "2+2?"),
+                sc.TOOL_DEFINITIONS: json.dumps(tools)}).end()
+
+    chat = next(r for r in build_trace_record(finished_spans(build)).spans if r.name == "chat m")
+    assert chat.inputs == [{"role": "system", "parts": [{"type": "text", "content": "Be terse."}]},
+                           *json.loads(text_messages("user", "2+2?"))]
+    assert chat.attributes[m.MLFLOW_CHAT_TOOLS] == [{"type": "function", "function": {
+        "name": "calculator", "description": "A simple calculator", "parameters": tools[0]["parameters"]}}]

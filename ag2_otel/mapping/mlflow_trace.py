@@ -39,6 +39,7 @@ UNKNOWN = "UNKNOWN"
 MLFLOW_CHAT_USAGE = "mlflow.chat.tokenUsage"
 MLFLOW_LLM_MODEL = "mlflow.llm.model"
 MLFLOW_LLM_PROVIDER = "mlflow.llm.provider"
+MLFLOW_CHAT_TOOLS = "mlflow.chat.tools"  # the tools offered, OpenAI-shaped: the trace UI lists them with the chat
 MLFLOW_TRACE_SESSION = "mlflow.trace.session"  # TraceMetadataKey.TRACE_SESSION
 
 # --- our trace-level keys ------------------------------------------------------------------------------------------
@@ -273,22 +274,23 @@ def _io(span_type: str, attrs: Mapping[str, Any]) -> tuple[Any, Any]:
         outputs = parse_json(outputs)  # a tool's text result stays the string AG2 produced ("2" is not 2)
     if span_type in (CHAT_MODEL, AGENT, CHAIN) and in_keys[0] == sc.INPUT_MESSAGES:
         system = attrs.get(sc.SYSTEM_INSTRUCTIONS)
-        if inputs is not None or system is not None:
-            # One stable shape: {"messages": [...], "system_instructions"?: ...}
-            wrapped: dict[str, Any] = {"messages": inputs} if inputs is not None else {}
-            if system is not None:
-                wrapped["system_instructions"] = parse_json(system)
-            inputs = wrapped
+        if system is not None and (inputs is None or isinstance(inputs, list)):
+            # One list of GenAI messages, the instructions first as a system message: the shape MLflow's trace UI
+            # shows as a conversation (it reads a top-level list of {role, parts} messages)
+            parts = parse_json(system)
+            inputs = [{"role": "system", "parts": parts if isinstance(parts, list) else [parts]}, *(inputs or [])]
     return inputs, outputs
 
 
 def _message_text(messages: Any, last: bool) -> str | None:
-    """First (or last) text part of GenAI messages, tolerating any shape."""
+    """First (or last) text part of GenAI messages that are not the system instructions, tolerating any shape."""
     if isinstance(messages, dict):
         messages = messages.get("messages")
     if not isinstance(messages, list):
         return None
     for message in reversed(messages) if last else messages:
+        if isinstance(message, dict) and message.get("role") == "system":
+            continue
         parts = message.get("parts") if isinstance(message, dict) else None
         for part in parts if isinstance(parts, list) else ():
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("content"), str):
@@ -365,6 +367,9 @@ def _span_record(span: Any, parent_id: str | None) -> SpanRecord:
             record_attrs[MLFLOW_LLM_MODEL] = record.model
         if provider:
             record_attrs[MLFLOW_LLM_PROVIDER] = provider
+        tools = _chat_tools(attrs.get(sc.TOOL_DEFINITIONS))
+        if tools:
+            record_attrs[MLFLOW_CHAT_TOOLS] = tools
         record.usage = usage_of(attrs)
         if record.usage is not None:
             record_attrs[MLFLOW_CHAT_USAGE] = record.usage.to_mlflow()
@@ -372,6 +377,18 @@ def _span_record(span: Any, parent_id: str | None) -> SpanRecord:
                                   sc.USAGE_COMPLETION_TOKENS_DEPRECATED)):
         record_attrs[MLFLOW_CHAT_USAGE] = None  # a roll-up: keep it out of MLflow's aggregation (module docstring)
     return record
+
+
+def _chat_tools(definitions: Any) -> list[dict[str, Any]]:
+    """``gen_ai.tool.definitions`` (flat: ``{"type", "name", "description"?, "parameters"?}``) in the OpenAI shape
+    MLflow's ``mlflow.chat.tools`` holds."""
+    definitions = parse_json(definitions)
+    tools = []
+    for tool in definitions if isinstance(definitions, list) else ():
+        if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+            function = {key: tool[key] for key in ("name", "description", "parameters") if tool.get(key) is not None}
+            tools.append({"type": "function", "function": function})
+    return tools
 
 
 UNFINISHED_MESSAGE = "unfinished: the span never ended (written at shutdown)"
