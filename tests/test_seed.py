@@ -85,11 +85,14 @@ def tracking(request, tmp_path):
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     else:
         uri = request.getfixturevalue("mlflow_server")
-    previous = mlflow.get_tracking_uri()
+    # mlflow-tracing's get_tracking_uri() with no URI set imports its file store, which needs sqlparse (not among
+    # mlflow-tracing's dependencies): a user of it sets the server's URI first, and so do we
+    previous = mlflow.get_tracking_uri() if _full_mlflow() else None
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(f"seed-{uuid.uuid4().hex[:8]}")
     yield uri
-    mlflow.set_tracking_uri(previous)
+    if previous is not None:
+        mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture
