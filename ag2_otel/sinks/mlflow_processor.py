@@ -104,6 +104,8 @@ class MlflowSpanProcessor(SpanProcessor):
         if writer not in ("process", "inline"):
             raise ValueError(f"writer must be 'process' or 'inline', not {writer!r}")
         self._inline_writer: Any = None  # built (importing mlflow, seconds) only when a trace is written in-process
+        self._inline_reads: Any = None
+        self._write_timeout = write_timeout
         if writer == "inline":
             self._writer  # noqa: B018 - pay the import here, not at the first trace
         self._store = None  # the store writer process (writer="process"), see writer_client.py
@@ -114,7 +116,10 @@ class MlflowSpanProcessor(SpanProcessor):
             self._store = shared_client(max_queued=max_traces)
             self._store.read_timeout = write_timeout
             read_barrier.register(self._store)
-            destination = _process_destination()
+            try:
+                destination = _process_destination()
+            except Exception:  # noqa: BLE001 - e.g. mlflow-tracing with no URI set: its get_tracking_uri() raises
+                destination = None
             # Not a sqlite file that does not exist yet: creating its schema here while the application creates it
             # too (its first mlflow call) fails one of them. The first write creates it, behind the read barrier.
             if destination is not None and destination[0] is not None and not (
@@ -143,8 +148,11 @@ class MlflowSpanProcessor(SpanProcessor):
     @property
     def _writer(self) -> Any:
         if self._inline_writer is None:
-            from ag2_otel.sinks.mlflow_writer import MlflowWriter
+            from ag2_otel.sinks import read_barrier
+            from ag2_otel.sinks.mlflow_writer import InlineReads, MlflowWriter
 
+            self._inline_reads = InlineReads(self._write_timeout)
+            read_barrier.register(self._inline_reads)
             self._inline_writer = MlflowWriter()
         return self._inline_writer
 
@@ -419,9 +427,11 @@ class MlflowSpanProcessor(SpanProcessor):
             return
         _local.replaying = True
         try:
-            self._writer.write(record, parent=buffer.mlflow_parent)
+            written = self._writer.write(record, parent=buffer.mlflow_parent)
         finally:
             _local.replaying = False
+        if buffer.mlflow_parent is None:  # a trace of its own, stored by MLflow's async writer: reads wait for it
+            self._inline_reads.replayed(written)
         with self._lock:
             self._stats.traces_written += 1
             if not record.complete:

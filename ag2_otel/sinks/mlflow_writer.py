@@ -179,3 +179,44 @@ class MlflowWriter:
 
         threading.Thread(target=run, name="ag2-otel-mlflow-flush", daemon=True).start()
         return done.wait(timeout)
+
+
+class InlineReads:
+    """The read barrier's view of the in-process replay (``read_barrier.register``): MLflow stores a replayed trace
+    on its own background writer (``MLFLOW_ENABLE_ASYNC_TRACE_LOGGING``), so ``mlflow.get_trace`` right after the
+    chat could find it half written ("span data is corrupted" from a server). Reads of a trace we replayed, and
+    searches while one is unflushed, first flush MLflow's writer, bounded by ``read_timeout``."""
+
+    _MEMORY = 1024
+
+    def __init__(self, read_timeout: float | None) -> None:
+        self.read_timeout = read_timeout
+        self._lock = threading.Lock()
+        self._unflushed: OrderedDict[str, None] = OrderedDict()
+
+    def replayed(self, trace_id: str | None) -> None:
+        if not trace_id:
+            return
+        with self._lock:
+            self._unflushed[trace_id] = None
+            while len(self._unflushed) > self._MEMORY:
+                self._unflushed.popitem(last=False)
+
+    def is_pending(self, trace_id: str) -> bool:
+        return trace_id in self._unflushed
+
+    def wait_for(self, trace_id: str, timeout: float | None) -> bool:
+        return self.flush(timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if not self._unflushed:
+                return True
+            done = list(self._unflushed)
+        ok = MlflowWriter.flush(timeout)
+        if ok:
+            with self._lock:
+                for trace_id in done:
+                    self._unflushed.pop(trace_id, None)
+        return ok
+
