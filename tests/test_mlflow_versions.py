@@ -24,6 +24,10 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import inspect
+import os
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 from typing import Annotated
@@ -143,18 +147,30 @@ def provider():
     ag2_otel.autolog(disable=True)
 
 
+@pytest.fixture(scope="module")
+def store_dirs(tmp_path_factory):
+    """One directory per local backend for the module: a fresh sqlite store costs 10-30 s of migrations here, so the
+    tests share each store and take a fresh experiment each."""
+    return {name: tmp_path_factory.mktemp(f"mlflow-{name}") for name in ("default", "sqlite")}
+
+
+def _previous_uri() -> str | None:
+    return mlflow.get_tracking_uri() if (FULL_MLFLOW or mlflow.is_tracking_uri_set()) else None
+
+
 @pytest.fixture(params=["default", "sqlite", "server"])
-def backend(request, tmp_path, monkeypatch):
+def backend(request, store_dirs, monkeypatch):
     """(name, experiment id): a tracking URI made current with a fresh experiment; the previous URI restored."""
-    previous = mlflow.get_tracking_uri() if (FULL_MLFLOW or mlflow.is_tracking_uri_set()) else None
+    previous = _previous_uri()
     if request.param == "server":
         mlflow.set_tracking_uri(request.getfixturevalue("mlflow_server"))
     else:
         if not FULL_MLFLOW:
             pytest.skip("only mlflow-tracing/mlflow-skinny installed: no local store, they write to a server")
-        monkeypatch.chdir(tmp_path)  # MLflow's default store lands in the working directory
+        root = store_dirs[request.param]
+        monkeypatch.chdir(root)  # MLflow's default store lands in the working directory
         if request.param == "sqlite":
-            mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+            mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
         else:
             monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
             mlflow.set_tracking_uri(None)  # nothing set: MLflow's own default, whatever this release makes it
@@ -227,12 +243,13 @@ def _mlflow_tracer_works() -> str | None:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_seed_through_the_in_process_replay(tmp_path, provider, mode, request, monkeypatch):
+def test_seed_through_the_in_process_replay(store_dirs, provider, mode, request, monkeypatch):
     """The replay through MLflow's tracer (Databricks, AG2_OTEL_MLFLOW_WRITER=inline, a chat in the user's span):
     trace metadata (our per-agent breakdown) also where start_span_no_context takes no metadata (before 3.10)."""
-    previous = mlflow.get_tracking_uri() if (FULL_MLFLOW or mlflow.is_tracking_uri_set()) else None
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if FULL_MLFLOW else request.getfixturevalue("mlflow_server")
-    monkeypatch.chdir(tmp_path)
+    previous = _previous_uri()
+    root = store_dirs["sqlite"]
+    uri = f"sqlite:///{root / 'mlflow.db'}" if FULL_MLFLOW else request.getfixturevalue("mlflow_server")
+    monkeypatch.chdir(root)
     mlflow.set_tracking_uri(uri)
     try:
         experiment_id = mlflow.set_experiment(f"inline-{uuid.uuid4().hex[:8]}").experiment_id
@@ -249,3 +266,39 @@ def test_seed_through_the_in_process_replay(tmp_path, provider, mode, request, m
     finally:
         mlflow.flush_trace_async_logging()
         mlflow.set_tracking_uri(previous)
+
+
+@needs_local_store
+def test_mlflow_imported_only_after_the_chat(tmp_path):
+    """An application that imports MLflow only to read: no URI anywhere, so the writer process stores the trace where
+    this MLflow's own default puts it (``./mlruns`` or ``sqlite:///mlflow.db``, it differs between releases), and the
+    read barrier, installed when MLflow is imported, still hands out the trace right after the chat."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        import ag2_otel
+        from autogen import ConversableAgent, register_function
+        from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+        ag2_otel.autolog()
+        assistant = ConversableAgent("assistant", llm_config=scripted_llm_config())
+        user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER",
+                                is_termination_msg=lambda m: (m.get("content") or "").rstrip().endswith("TERMINATE"))
+        def calculator(a: int, b: int, operator: str) -> int:
+            return {{"-": a - b, "/": int(a / b)}}[operator]
+        register_function(calculator, caller=assistant, executor=user, name="calculator", description="calculator")
+        assistant.register_model_client(ScriptedClient, script={SCRIPT!r})
+        user.initiate_chat(assistant, message={SEED_QUESTION!r}, max_turns=10)
+        assert "mlflow" not in sys.modules, "the chat imported MLflow"
+        import mlflow
+        trace = mlflow.get_trace(mlflow.get_last_active_trace_id())
+        print(json.dumps({{"uri": mlflow.get_tracking_uri(), "usage": trace and trace.info.token_usage,
+                          "spans": trace and len(trace.data.spans)}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT"))}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["usage"] == TOTAL and result["spans"] == SPANS, result
+    print(f"\nMLflow {mlflow.__version__}, nothing imported before the chat: stored at {result['uri']}")
