@@ -59,6 +59,13 @@ def published(name: str) -> list[str]:
     return [v.strip() for v in match.group(1).split(",")]
 
 
+def newest_mlflow(mlflow_versions: list[str]) -> str | None:
+    """The newest full release whose mlflow-skinny of the same version is published (mlflow==X requires
+    mlflow-skinny==X: a release whose skinny part is not out yet cannot be installed)."""
+    skinny = set(published("mlflow-skinny"))
+    return newest_of([v for v in mlflow_versions if v in skinny], "newest")
+
+
 def newest_of(versions: list[str], minor: str) -> str | None:
     if re.fullmatch(r"\d+\.\d+\.\d+.*", minor):
         return minor if minor in versions else None
@@ -113,11 +120,14 @@ def main() -> int:
     parser.add_argument("--cell-timeout", type=float, default=900, help="seconds for one seed run")
     parser.add_argument("--server", action="store_true", help="also run the seed against a real mlflow server")
     parser.add_argument("--only", help="only AG2 rows whose requirement contains this")
+    parser.add_argument("--mlflow", help="comma list of MLflow columns instead of 3.1,3.5,3.10,newest")
     args = parser.parse_args()
     started = time.monotonic()
 
     mlflow_all = published("mlflow")
-    mlflow_versions = {minor: newest_of(mlflow_all, minor) for minor in MLFLOW_MINORS}
+    columns = tuple(args.mlflow.split(",")) if args.mlflow else MLFLOW_MINORS
+    mlflow_versions = {minor: newest_mlflow(mlflow_all) if minor == "newest" else newest_of(mlflow_all, minor)
+                       for minor in columns}
     cache: dict[str, list[str]] = {}
     rows: list[tuple[int, str, dict[str, str]]] = []
     # the ends of the range first (a bounded run still says the most), printed in AG2_ROWS order
@@ -132,15 +142,15 @@ def main() -> int:
         cells: dict[str, str] = {}
         label = requirement
         if ag2_version is None:
-            rows.append((index, label, {m: f"not installable: no {dist} {minor}.x published" for m in MLFLOW_MINORS}))
+            rows.append((index, label, {m: f"not installable: no {dist} {minor}.x published" for m in columns}))
             continue
         if time.monotonic() - started > args.budget:
-            rows.append((index, label, {m: "not run (grid time budget spent)" for m in MLFLOW_MINORS}))
+            rows.append((index, label, {m: "not run (grid time budget spent)" for m in columns}))
             continue
         venv = ROOT / f".venv-grid-{dist}-{ag2_version}"
         if not Path(venvs.python(venv)).exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        for minor_m in MLFLOW_MINORS:
+        for minor_m in columns:
             mlflow_version = mlflow_versions[minor_m]
             if time.monotonic() - started > args.budget:
                 cells[minor_m] = "not run (grid time budget spent)"
@@ -166,10 +176,10 @@ def main() -> int:
         rows.append((index, label, cells))
 
     header = "| AG2 classic install | " + " | ".join(
-        f"MLflow {mlflow_versions[m] or m}" for m in MLFLOW_MINORS) + " |"
-    lines = [header, "|---|" + "---|" * len(MLFLOW_MINORS)]
+        f"MLflow {mlflow_versions[m] or m}" for m in columns) + " |"
+    lines = [header, "|---|" + "---|" * len(columns)]
     for _index, label, cells in sorted(rows):
-        lines.append(f"| `{label}` | " + " | ".join(cells.get(m, "") for m in MLFLOW_MINORS) + " |")
+        lines.append(f"| `{label}` | " + " | ".join(cells.get(m, "") for m in columns) + " |")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     what = "seed sync+async, local sqlite store" + (" and mlflow server" if args.server else "")
     lines.append("")
