@@ -5,7 +5,7 @@ search/get API).
 (a) 50 conversations at once (25 threads and 25 asyncio tasks in one event loop, released together), 20 turns each
     with a tool call every other turn: exactly 50 complete MLflow traces, each holding only its own conversation's
     spans, with token totals equal to the scripted usage.
-(b) one 2,000-turn conversation in a subprocess beside an untraced one: peak RSS growth of the traced run stays
+(b) one 600-turn conversation in a subprocess beside an untraced one: peak RSS growth of the traced run stays
     within a budget derived from its span count, and the whole trace (under the per-trace span cap) is in MLflow.
 """
 
@@ -180,8 +180,8 @@ def test_50_concurrent_conversations_one_exact_trace_each_slow(store, provider):
           f"flush {flushed - chats_done:.1f} s; stats {stats}")
 
 
-# --- (b) one 2,000-turn conversation: bounded memory ------------------------------------------------------------
-LONG_TURNS = 2000
+# --- (b) one 600-turn conversation: bounded memory ------------------------------------------------------------
+LONG_TURNS = 600  # over HTTP every request carries the whole history (AG2 + SDK work grows as n²); 2,000 took >20 min
 PER_SPAN_BUDGET = 12 * 1024  # bytes of peak RSS per buffered span, see test_long_conversation_bounded_memory
 
 LONG_APP = textwrap.dedent('''
@@ -273,14 +273,14 @@ def _result(proc: subprocess.Popen, timeout: float) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-# SLOW: about a minute (two 2,000-turn conversations in subprocesses, one of them traced and written)
+# SLOW: about a minute (two 600-turn conversations over HTTP in subprocesses, one of them traced and written)
 def test_long_conversation_bounded_memory_slow(tmp_path):
     """Budget: peak RSS growth of the traced run minus the untraced run's, per span the trace holds, under
     PER_SPAN_BUDGET (12 KiB). A span's memory is bounded by the caps: its content attributes hold at most
     AG2_OTEL_MAX_MESSAGES (20) short messages for a model call and one message for an agent turn, each under
     AG2_OTEL_MAX_CONTENT_CHARS; the SDK span object and its attributes are ~2-4 KiB. Per-turn content growing with
-    the history (recording the whole conversation per model call) would need ~2000 x 2000 x 60 B ~ 240 MB here,
-    ~40 KiB per span: far over the budget."""
+    the history (recording the whole conversation per model call) would add ~600 x 600 x 60 B ~ 22 MB here, ~10 KiB
+    per span on top of the ~6 KiB a span costs today: over the budget."""
     traced_dir, untraced_dir = tmp_path / "traced", tmp_path / "untraced"
     traced_dir.mkdir(), untraced_dir.mkdir()
     traced = _run_long("traced", traced_dir)
