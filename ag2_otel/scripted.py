@@ -58,32 +58,42 @@ class Step:
 Script = Sequence[Step | str] | Callable[[list[dict[str, Any]]], Step | str]
 
 
+class ScriptCursor:
+    """Steps through a script: a list of steps in order (then the last one again, or TERMINATE), or a function of
+    the messages sent. Shared by ScriptedClient and the tests' local OpenAI-compatible server."""
+
+    def __init__(self, script: Script = (), repeat_last: bool = True) -> None:
+        self.script, self.repeat_last = script, repeat_last
+        self.position = 0
+        self.lock = threading.Lock()
+
+    def next_step(self, messages: list[dict[str, Any]]) -> Step:
+        if callable(self.script):  # outside the lock: a script may wait for a concurrent call
+            step = self.script(messages)
+        else:
+            with self.lock:
+                if not self.script:
+                    step = Step(text="TERMINATE")
+                elif self.position < len(self.script):
+                    step = self.script[self.position]
+                    self.position += 1
+                elif self.repeat_last:
+                    step = self.script[-1]
+                else:
+                    step = Step(text="TERMINATE")
+        return Step(text=step) if isinstance(step, str) else step
+
+
 class ScriptedClient:
     """Implements AG2's ModelClient protocol (create, message_retrieval, cost, get_usage)."""
 
     def __init__(self, config: dict[str, Any], script: Script = (), repeat_last: bool = True, **_: Any) -> None:
         self.model = config.get("model", "scripted-model")
-        self._script = script
-        self._repeat_last = repeat_last
-        self._position = 0
-        self._lock = threading.Lock()
+        self._cursor = ScriptCursor(script, repeat_last)
         self.calls = 0
 
     def _next_step(self, messages: list[dict[str, Any]]) -> Step:
-        if callable(self._script):
-            step = self._script(messages)
-        else:
-            with self._lock:
-                if not self._script:
-                    step = Step(text="TERMINATE")
-                elif self._position < len(self._script):
-                    step = self._script[self._position]
-                    self._position += 1
-                elif self._repeat_last:
-                    step = self._script[-1]
-                else:
-                    step = Step(text="TERMINATE")
-        return Step(text=step) if isinstance(step, str) else step
+        return self._cursor.next_step(messages)
 
     def create(self, params: dict[str, Any]) -> Any:
         self.calls += 1

@@ -15,7 +15,7 @@ import itertools
 import threading
 from typing import Any
 
-from ag2_otel.scripted import PRICE_PER_INPUT_TOKEN, PRICE_PER_OUTPUT_TOKEN, Script, Step
+from ag2_otel.scripted import PRICE_PER_INPUT_TOKEN, PRICE_PER_OUTPUT_TOKEN, Script, ScriptCursor, Step
 from tests.openai_stub import OpenAIStub, Reply, Request, completion, error_body, tool_call
 
 API_KEY = "sk-scripted-test-key"  # a dummy: the server checks nothing
@@ -25,32 +25,17 @@ DEFAULT_MODEL = "scripted-model"
 PRICE = [PRICE_PER_INPUT_TOKEN * 1000, PRICE_PER_OUTPUT_TOKEN * 1000]
 
 
-class _Scripted:
-    """One agent's script, stepped through as ScriptedClient does."""
+class _Scripted(ScriptCursor):
+    """One agent's script, stepped through as ScriptedClient steps through it, counting the requests answered."""
 
     def __init__(self, script: Script, repeat_last: bool) -> None:
-        self.script, self.repeat_last = script, repeat_last
-        self.position = 0
+        super().__init__(script, repeat_last)
         self.calls = 0
-        self.lock = threading.Lock()
 
     def next_step(self, messages: list[dict[str, Any]]) -> Step:
         with self.lock:
             self.calls += 1
-        if callable(self.script):  # outside the lock: a script may wait for a concurrent request
-            step = self.script(messages)
-            return Step(text=step) if isinstance(step, str) else step
-        with self.lock:
-            if not self.script:
-                step = Step(text="TERMINATE")
-            elif self.position < len(self.script):
-                step = self.script[self.position]
-                self.position += 1
-            elif self.repeat_last:
-                step = self.script[-1]
-            else:
-                step = Step(text="TERMINATE")
-        return Step(text=step) if isinstance(step, str) else step
+        return super().next_step(messages)
 
 
 def reply_for(step: Step, model: str) -> Reply:
