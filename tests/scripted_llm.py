@@ -89,10 +89,22 @@ def scripted_entry(script: Script = (), *, model: str = DEFAULT_MODEL, repeat_la
     """One AG2 config entry for AG2's OpenAIClient, answered from ``script``."""
     srv = server()
     name, _ = srv.add(script, repeat_last)
-    entry: dict[str, Any] = {"model": model, "api_key": API_KEY, "base_url": srv.stub.base_url, "timeout": 10,
-                             "max_retries": 0, "price": PRICE, "default_headers": {SCRIPT_HEADER: name}}
+    entry: dict[str, Any] = {"model": model, "api_key": API_KEY, "base_url": srv.stub.base_url, "price": PRICE,
+                             "default_headers": {SCRIPT_HEADER: name}}
+    if _entry_takes_client_options():
+        entry.update(timeout=10, max_retries=0)  # no retries of a scripted HTTP 500
     entry.update(extra)
     return entry
+
+
+def _entry_takes_client_options() -> bool:
+    """AG2 0.9's config entry forbids keys it does not declare (timeout, max_retries); later ones pass them on to
+    the openai client."""
+    try:
+        from autogen.oai.client import OpenAILLMConfigEntry
+    except Exception:  # noqa: BLE001
+        return True
+    return OpenAILLMConfigEntry.model_config.get("extra") != "forbid"
 
 
 def scripted_llm_config(script: Script = (), *, model: str = DEFAULT_MODEL, repeat_last: bool = True,
