@@ -486,6 +486,8 @@ def _process_destination() -> tuple[str | None, str | None, str | None] | None:
             return None
         if not path.startswith("/"):  # relative to the application's cwd, which the writer process may not share
             uri = "sqlite:///" + os.path.abspath(path)
+    elif not scheme and uri.lower().startswith("databricks"):
+        return None  # the bare "databricks" URI (MLflow's is_databricks_uri), not a path
     elif scheme == "file" or (not scheme and uri):
         # a file store (``file:...`` or a plain path); relative paths are the application's cwd's
         path = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):] if scheme == "file" else uri
