@@ -302,3 +302,31 @@ def test_mlflow_imported_only_after_the_chat(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["usage"] == TOTAL and result["spans"] == SPANS, result
     print(f"\nMLflow {mlflow.__version__}, nothing imported before the chat: stored at {result['uri']}")
+
+
+def test_destination_by_tracking_uri(tmp_path, monkeypatch):
+    """Which tracking URIs the writer process takes (SQL, servers, file stores, made absolute against our working
+    directory) and which stay in-process (Databricks, in-memory sqlite)."""
+    from ag2_otel.sinks.mlflow_processor import _process_destination
+
+    monkeypatch.chdir(tmp_path)
+    previous = _previous_uri()
+    cases = {
+        "databricks": None,
+        "databricks://profile": None,
+        "sqlite:///:memory:": None,
+        "sqlite:///rel.db": f"sqlite:///{tmp_path / 'rel.db'}",
+        "http://127.0.0.1:5000": "http://127.0.0.1:5000",
+        "file:./mlruns": (tmp_path / "mlruns").as_uri(),
+        "mlruns": (tmp_path / "mlruns").as_uri(),
+        f"file://{tmp_path}/abs": (tmp_path / "abs").as_uri(),
+    }
+    got = {}
+    try:
+        for uri in cases:
+            mlflow.set_tracking_uri(uri)
+            destination = _process_destination()
+            got[uri] = destination[0] if destination is not None else None
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert got == cases
