@@ -113,7 +113,8 @@ def _markers(span) -> set[int]:
     return {int(m) for m in MARKER.findall(text)}
 
 
-# SLOW: about a minute
+# SLOW: about a minute idle; 1,000 model calls over HTTP, ~3 min on a loaded 2-core machine
+@pytest.mark.timeout(900)
 def test_50_concurrent_conversations_one_exact_trace_each_slow(store, provider):
     ag2_otel.autolog(tracer_provider=provider)
     chats = {i: make_chat(i) for i in range(THREADS + TASKS)}  # built up front: the start is the chats only
