@@ -134,7 +134,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
            str(int(DEFAULT_EXIT_FLUSH_TIMEOUT)), False, "autolog, `mlflow` exporter"),
     EnvVar("AG2_OTEL_MLFLOW_WRITER", "`process`: a writer process stores each trace in one batched call, off the "
            "application's GIL; `inline`: replay through MLflow's tracer in the application (always used for "
-           "Databricks, file stores, and traces nested under your MLflow span)", "process", False),
+           "Databricks and traces nested under your MLflow span)", "process", False),
     EnvVar("AG2_OTEL_MAX_TRACES", "MLflow sink: traces buffered at once (open conversations, and finished ones "
            "waiting for the writer); beyond it new traces are dropped and counted (positive int)",
            str(DEFAULT_MAX_TRACES), False),
