@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ag2_otel.mapping.content import TRUNCATION_MARK, genai_message, messages_json, render, to_json, to_text
+from ag2_otel.instrumentation.content import TRUNCATION_MARK, genai_message, messages_json, render, to_json, to_text
 
 
 class HostileRepr:

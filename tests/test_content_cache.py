@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ag2_otel.mapping import content
-from ag2_otel.mapping.content import (
+from ag2_otel.instrumentation import content
+from ag2_otel.instrumentation.content import (
     _Budget, _describe, _valid_utf8, genai_message, instructions_json, messages_json, render, to_json)
 
 # --- the plain algorithm (reference) ---------------------------------------------------------------------------------

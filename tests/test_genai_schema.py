@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from ag2_otel.mapping import content as rendering
+from ag2_otel.instrumentation import content as rendering
 from tests.genai_schema import (
     INPUT_MESSAGES,
     OUTPUT_MESSAGES,
@@ -305,7 +305,7 @@ def test_span_exporter_fixture_is_the_checking_exporter(span_exporter, tracer_pr
     assert span_exporter.content_checked == 1 and span_exporter.content_problems == []
 
 
-# --- what our renderer produces (ag2_otel.mapping.content: pure functions) --------------------------------------------
+# --- what our renderer produces (ag2_otel.instrumentation.content: pure functions) --------------------------------------------
 
 def test_renderer_history_is_valid():
     instructions_json, messages_json = rendering.instructions_json, rendering.messages_json

@@ -24,7 +24,7 @@ from opentelemetry.trace import StatusCode
 
 from ag2_otel import semconv as k
 from ag2_otel.instrumentation import telemetry as telemetry_module
-from ag2_otel.mapping.content import TRUNCATION_MARK
+from ag2_otel.instrumentation.content import TRUNCATION_MARK
 from ag2_otel.scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
 from tests.helpers import by_name
 from tests.openai_stub import OpenAIStub, Reply, completion, error_body
@@ -708,7 +708,7 @@ def _shared_lists(width: int, depth: int, leaf: Any = 0) -> list:
 def test_render_work_is_bounded_by_the_budget(leaf):
     """200 references to one shared list, 4 deep (200**4 = 1.6e9 leaves, no cycle): rendering once walked all of them
     and hung the traced program. Every value visited costs budget now, so the walk stops at the cap, visibly."""
-    from ag2_otel.mapping.content import to_json, to_text
+    from ag2_otel.instrumentation.content import to_json, to_text
 
     value = _shared_lists(200, 4, leaf)
     for text in (to_json(value, CAP), to_text({"value": value}, CAP), to_json({"k" * 10: value}, CAP)):

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import semconv as k
-from ..mapping.content import (
+from .content import (
     parse_arguments,
     plain_message,
     instructions_json,

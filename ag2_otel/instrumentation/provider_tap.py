@@ -30,7 +30,7 @@ from typing import Any, Callable
 import wrapt
 
 from .. import semconv as k
-from ..mapping.content import to_text
+from .content import to_text
 from .telemetry import log_once
 
 logger = logging.getLogger("ag2_otel")

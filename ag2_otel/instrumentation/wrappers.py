@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import semconv as k
-from ..mapping.content import to_text
+from .content import to_text
 from . import context_carry, extract, provider_tap
 from .telemetry import Telemetry, log_once
 
