@@ -30,7 +30,7 @@ from . import config
 from .config import ContentCapture, content_capture
 from .instrumentation import Ag2Instrumentor
 from .instrumentation.telemetry import Limits
-from .package import check_ag2, warn_unsupported
+from .package import ag2x_version, check_ag2, warn_unsupported
 from .sinks.exit_hook import register_exit_flush
 
 logger = logging.getLogger("ag2_otel")
@@ -118,7 +118,7 @@ def autolog(
             logger.info("ag2-otel: OTEL_SDK_DISABLED=true; autolog() does nothing")
             return
         support = check_ag2()
-        if not support.supported:  # AG2 classic missing or unsupported: one warning, the app runs untraced
+        if not support.supported and ag2x_version() is None:  # neither AG2 classic nor 1.x: one warning, untraced
             warn_unsupported(support)
             return
         if mlflow_on:

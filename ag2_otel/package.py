@@ -38,9 +38,11 @@ from packaging.version import InvalidVersion, Version
 # 0.9.1.post0 (the oldest ag2 that ships its own files); the newest is autogen 0.14.1.
 SUPPORTED_AUTOGEN = ">=0.9, <1.0"
 """The ``autogen`` module versions we instrument (``autogen.version.__version__``)."""
+SUPPORTED_AG2X = ">=1.0, <2.0"
+"""The AG2 1.x versions we instrument (the ``ag2`` module; its ``__version__`` is its distribution's version)."""
 
 _instruments_autogen = "autogen >= 0.9, < 1.0"
-_instruments_ag2 = "ag2 >= 0.9, < 1.0"
+_instruments_ag2 = "ag2 >= 0.9, < 2.0"  # classic ag2 0.9 → 0.14 and AG2 1.x (the `ag2` module)
 _instruments_pyautogen = "pyautogen >= 0.9, < 0.10"
 
 _instruments: tuple[str, ...] = ()
@@ -81,7 +83,8 @@ class Ag2Support:
         else:
             found = f"the installed `autogen` module is version {self.module_version}"
         return (f"ag2-otel: {found}; installed: {self.installed()}. ag2-otel instruments AG2 classic, the `autogen` "
-                f"module {SUPPORTED_AUTOGEN} ({INSTALL_HINT}). AG2 is not traced; the application runs unchanged.")
+                f"module {SUPPORTED_AUTOGEN} ({INSTALL_HINT}), and AG2 1.x, the `ag2` module {SUPPORTED_AG2X}. AG2 is "
+                f"not traced; the application runs unchanged.")
 
 
 def _what(name: str, version: str) -> str:
@@ -169,6 +172,21 @@ def check_ag2() -> Ag2Support:
     except Exception:  # noqa: BLE001 - the check must never break the host application
         logger.debug("ag2-otel: could not check the autogen module", exc_info=True)
         return Ag2Support(module_version=None, module_found=False)
+
+
+def ag2x_version() -> str | None:
+    """The version of AG2 1.x when its ``ag2`` module is importable here and in range, else None. Never raises.
+
+    Classic ``ag2`` distributions (0.9 → 0.14) install the ``autogen`` module only, so an ``ag2`` module is 1.x; its
+    own ``__version__`` is read from the distribution's metadata, which is what is read here (without importing it).
+    """
+    try:
+        if importlib.util.find_spec("ag2") is None:
+            return None
+        version = importlib.metadata.version("ag2")
+        return version if SpecifierSet(SUPPORTED_AG2X).contains(Version(version), prereleases=True) else None
+    except Exception:  # noqa: BLE001 - no metadata, a broken install, an odd version: not one we trace
+        return None
 
 
 _warned: set[str] = set()

@@ -10,7 +10,7 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from ..config import ContentCapture, content_capture
-from ..package import _instruments, check_ag2, warn_unsupported
+from ..package import _instruments, ag2x_version, check_ag2, warn_unsupported
 from . import context_carry, provider_tap
 from .targets import TARGETS, THREAD_MODULES
 from .telemetry import Limits, Telemetry
@@ -51,7 +51,8 @@ def _wrapped_event_class(cls: type) -> type | None:
 
 
 class Ag2Instrumentor(BaseInstrumentor):
-    """Traces AG2 classic (``autogen``) with OpenTelemetry GenAI spans.
+    """Traces AG2 classic (``autogen``) with OpenTelemetry GenAI spans, and AG2 1.x (``ag2``) through its own
+    TelemetryMiddleware (:mod:`.ag2x`); both when both are installed.
 
     ``Ag2Instrumentor().instrument(tracer_provider=None, meter_provider=None, capture_content=None, redact=None)``;
     capture_content: bool, a mode name (NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT) or None for the
@@ -67,6 +68,7 @@ class Ag2Instrumentor(BaseInstrumentor):
             self._wrapped: list[tuple[Any, str, Any]] = []  # (owner, name, original)
             self._thread_modules: list[str] = []
             self.telemetry: Telemetry | None = None
+            self._ag2x = None  # Ag2xInstrumentation while AG2 1.x is instrumented
 
     def instrumentation_dependencies(self) -> Collection[str]:
         # empty: AG2 classic comes under several distribution names; instrument() checks the `autogen` module itself
@@ -74,10 +76,11 @@ class Ag2Instrumentor(BaseInstrumentor):
 
     def instrument(self, **kwargs: Any) -> Any:
         """BaseInstrumentor.instrument, once the ``autogen`` module itself is AG2 classic at a supported version
-        (whatever distribution installed it). Missing or unsupported: one warning, nothing wrapped, no exception."""
+        (whatever distribution installed it), or AG2 1.x is there. Neither: one warning, nothing wrapped, no
+        exception."""
         if not self.is_instrumented_by_opentelemetry:
             support = check_ag2()
-            if not support.supported:
+            if not support.supported and ag2x_version() is None:
                 warn_unsupported(support)
                 return None
         return super().instrument(**kwargs)
@@ -92,6 +95,13 @@ class Ag2Instrumentor(BaseInstrumentor):
             redact=kwargs.get("redact"),
         )
         self.telemetry = tel
+        if ag2x_version() is not None:
+            from .ag2x import Ag2xInstrumentation
+
+            ag2x = Ag2xInstrumentation(tel, kwargs.get("tracer_provider"))
+            self._ag2x = ag2x if ag2x.install() else None
+        if not check_ag2().supported:
+            return  # AG2 1.x only
         for target in TARGETS:
             if target.unless_module is not None and _import(target.unless_module) is not None:
                 continue  # a fallback for older AG2 releases; this one reports the same thing itself
@@ -109,6 +119,9 @@ class Ag2Instrumentor(BaseInstrumentor):
         provider_tap.install()  # the provider SDK calls AG2's clients make inside our chat spans (see provider_tap)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        if self._ag2x is not None:
+            self._ag2x.uninstall()
+            self._ag2x = None
         for owner, name, original in reversed(self._wrapped):
             setattr(owner, name, original)
         self._wrapped.clear()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from ag2_otel import semconv as sc
+from ag2_otel.mapping import ag2x
 
 # --- MLflow span types and keys (plain strings: this module must not import MLflow; values from mlflow 3.17) -------
 CHAIN = "CHAIN"
@@ -63,7 +64,7 @@ _TOOL_AG2_TYPES = frozenset({sc.SPAN_TYPE_TOOL, sc.SPAN_TYPE_HANDOFF, sc.SPAN_TY
 _IO_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     TOOL: ((sc.TOOL_CALL_ARGUMENTS, sc.AG2_CODE_BLOCKS), (sc.TOOL_CALL_RESULT, sc.AG2_CODE_OUTPUT)),
     CHAIN: ((sc.INPUT_MESSAGES, sc.AG2_SPEAKER_CANDIDATES), (sc.OUTPUT_MESSAGES, sc.AG2_SUMMARY, sc.AG2_SPEAKER_SELECTED)),
-    UNKNOWN: ((sc.INPUT_MESSAGES, sc.AG2_HUMAN_PROMPT), (sc.OUTPUT_MESSAGES, sc.AG2_HUMAN_REPLY)),
+    UNKNOWN: ((sc.INPUT_MESSAGES, sc.AG2_HUMAN_PROMPT), (sc.OUTPUT_MESSAGES, sc.AG2_HUMAN_REPLY, ag2x.HUMAN_REPLY)),
 }
 _MESSAGE_IO = ((sc.INPUT_MESSAGES,), (sc.OUTPUT_MESSAGES,))
 
@@ -222,6 +223,9 @@ def _hex_span(span_id: int) -> str:
 
 
 def span_type_of(attrs: Mapping[str, Any]) -> str:
+    own = ag2x.span_type(attrs)  # AG2 1.x's record_usage and hub spans
+    if own is not None:
+        return own
     op = attrs.get(sc.OPERATION_NAME)
     ag2_type = attrs.get(sc.AG2_SPAN_TYPE)
     if op in MODEL_OPS:
@@ -258,9 +262,10 @@ def usage_of(attrs: Mapping[str, Any]) -> Usage | None:
     return Usage(
         input_tokens=inp or 0,
         output_tokens=out or 0,
-        cache_read_input_tokens=_first_count(attrs, sc.USAGE_CACHE_READ_INPUT_TOKENS),
-        cache_creation_input_tokens=_first_count(attrs, sc.USAGE_CACHE_CREATION_INPUT_TOKENS),
-        reasoning_output_tokens=_first_count(attrs, sc.USAGE_REASONING_OUTPUT_TOKENS),
+        cache_read_input_tokens=_first_count(attrs, sc.USAGE_CACHE_READ_INPUT_TOKENS, ag2x.CACHE_READ_INPUT_TOKENS),
+        cache_creation_input_tokens=_first_count(attrs, sc.USAGE_CACHE_CREATION_INPUT_TOKENS,
+                                                 ag2x.CACHE_CREATION_INPUT_TOKENS),
+        reasoning_output_tokens=_first_count(attrs, sc.USAGE_REASONING_OUTPUT_TOKENS, ag2x.THINKING_TOKENS),
         cost=cost,
         calls=1,
     )
@@ -292,6 +297,8 @@ def _message_text(messages: Any, last: bool) -> str | None:
         if isinstance(message, dict) and message.get("role") == "system":
             continue
         parts = message.get("parts") if isinstance(message, dict) else None
+        if parts is None and isinstance(message, dict) and (text := ag2x.message_text(message)):
+            return text  # an OpenAI-shaped message (AG2 1.x)
         for part in parts if isinstance(parts, list) else ():
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("content"), str):
                 return part["content"]
@@ -337,7 +344,7 @@ def usage_metadata(total: Usage, by_agent: dict[str, Usage], by_model: dict[str,
     return metadata
 
 
-def _span_record(span: Any, parent_id: str | None) -> SpanRecord:
+def _span_record(span: Any, parent_id: str | None, agents: frozenset[str] = frozenset()) -> SpanRecord:
     attrs = dict(span.attributes or {})
     span_type = span_type_of(attrs)
     inputs, outputs = _io(span_type, attrs)
@@ -360,7 +367,7 @@ def _span_record(span: Any, parent_id: str | None) -> SpanRecord:
             for e in (span.events or ())
         ],
     )
-    if is_model_call(attrs):
+    if is_model_call(attrs) or ag2x.counts_usage(attrs, agents):  # AG2 1.x: spend no chat span reports
         record.model = _text(attrs.get(sc.RESPONSE_MODEL)) or _text(attrs.get(sc.REQUEST_MODEL))
         provider = _text(attrs.get(sc.PROVIDER_NAME)) or _text(attrs.get(sc.SYSTEM_DEPRECATED))
         if record.model:
@@ -400,6 +407,20 @@ def _unfinished(record: SpanRecord) -> None:
         record.status, record.status_message = "ERROR", UNFINISHED_MESSAGE
 
 
+def _agent_io_from_model_calls(records: list[SpanRecord]) -> None:
+    """An agent span that records no messages (AG2 1.x's ``invoke_agent``) shows its turn: the user's message that
+    started it (from its first model call's input) and its last model call's output."""
+    calls: dict[str, list[SpanRecord]] = {}
+    for record in records:  # parent-first, siblings in start order
+        if record.span_type == CHAT_MODEL and record.parent_id is not None:
+            calls.setdefault(record.parent_id, []).append(record)
+    for record in records:
+        own = calls.get(record.span_id)
+        if record.span_type == AGENT and own and record.inputs is None and record.outputs is None:
+            record.inputs = ag2x.turn_request(own[0].inputs)
+            record.outputs = own[-1].outputs
+
+
 def build_trace_record(
     spans: Iterable[Any],
     *,
@@ -432,8 +453,9 @@ def build_trace_record(
         root_span = tops[0] if len(tops) == 1 else (true_roots[0] if len(true_roots) == 1 else None)
 
     latest_end = max((s.end_time or s.start_time or 0) for s in ordered)
+    agents = ag2x.traced_agents(s.attributes or {} for s in ordered)
     if root_span is not None:
-        root = _span_record(root_span, None)
+        root = _span_record(root_span, None, agents)
         root_parent = root_span.parent
         root_parent_span_id = _hex_span(root_parent.span_id) if root_parent is not None else None
     else:
@@ -485,7 +507,7 @@ def build_trace_record(
             if span.context.span_id in visited:
                 continue
             visited.add(span.context.span_id)
-            record = _span_record(span, parent_id)
+            record = _span_record(span, parent_id, agents)
             own_agent = _text(record.attributes.get(sc.AGENT_NAME))
             if record.span_type == AGENT and own_agent:
                 agent = own_agent
@@ -505,6 +527,7 @@ def build_trace_record(
         if not record.end_time_ns:
             record.end_time_ns = max(latest_end, record.start_time_ns)
             _unfinished(record)
+    _agent_io_from_model_calls(records)
 
     session_id = next(
         (str(r.attributes[sc.CONVERSATION_ID]) for r in records if r.attributes.get(sc.CONVERSATION_ID) not in (None, "")),
