@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tests.genai_schema import SchemaCheckedSpanExporter
 
-pytest_plugins = ["tests.servers", "tests.collector"]
+pytest_plugins = ["tests.servers", "tests.collector", "tests.postgres"]
 
 
 @pytest.fixture(scope="session", autouse=True)

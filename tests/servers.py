@@ -37,8 +37,14 @@ def _healthy(url: str) -> bool:
 class MlflowServer:
     """A real ``mlflow server`` on a fixed port and sqlite file, which can be started, killed and started again."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, *, backend_store_uri: str | None = None,
+                 app_name: str | None = None, env: dict[str, str] | None = None) -> None:
+        """``backend_store_uri``: default a sqlite file in ``root``; ``app_name``: e.g. ``basic-auth``; ``env``: set
+        for the server after the caller's MLFLOW_* variables are dropped (e.g. MLFLOW_AUTH_CONFIG_PATH)."""
         self.root = root
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
+        self.app_args = ["--app-name", app_name] if app_name else []
+        self.extra_env = dict(env or {})
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -52,10 +58,11 @@ class MlflowServer:
         log = open(self.root / "server.log", "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         env["MLFLOW_MODEL_CATALOG_URI"] = ""  # the store prices spans from a catalog on GitHub; offline here
+        env.update(self.extra_env)
         self.process = subprocess.Popen(
             [
                 SERVER_PYTHON, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                "--backend-store-uri", self.backend_store_uri, *self.app_args,
                 "--default-artifact-root", str(self.root / "artifacts"),
                 "--artifacts-destination", str(self.root / "artifacts"),
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
