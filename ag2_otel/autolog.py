@@ -135,7 +135,12 @@ def autolog(
         otlp = None
         if _State.created_provider and settings.otlp_enabled and _State.otlp is None:
             # a bad exporter value raises ConfigError here, before any processor is attached
-            otlp = _Switchable(BatchSpanProcessor(config.build_otlp_span_exporter(settings)))
+            exporter = config.build_otlp_span_exporter(settings)
+            if settings.otlp_mlflow_keys(mlflow_on, _tracking_uri()):
+                from .sinks.otlp_mlflow import MlflowKeysExporter
+
+                exporter = MlflowKeysExporter(exporter)  # the trace MLflow gets through a collector (README)
+            otlp = _Switchable(BatchSpanProcessor(exporter))
 
         if mlflow_on:
             _keep_mlflow_writing_to_its_store()
@@ -194,6 +199,18 @@ def _require_mlflow() -> None:
         found = False
     if not found:
         raise config.ConfigError(MLFLOW_MISSING)
+
+
+def _tracking_uri() -> str | None:
+    """Where the MLflow sink writes, as far as known now (MLflow is not imported just to ask)."""
+    if "mlflow" in sys.modules:
+        try:
+            import mlflow
+
+            return mlflow.get_tracking_uri()
+        except Exception:  # noqa: BLE001 - mlflow-tracing with nothing set raises
+            return None
+    return os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def _keep_mlflow_writing_to_its_store() -> None:

@@ -74,6 +74,7 @@ DEFAULT_EXIT_FLUSH_TIMEOUT = 10.0
 DEFAULT_MAX_TRACES = 1000
 DEFAULT_MLFLOW_RETRY_TIMEOUT = 60.0
 MLFLOW_WRITERS = ("process", "inline")
+OTLP_MLFLOW_MODES = ("auto", "true", "false")
 _SDK_CHECKED = "SDK; autolog checks"
 
 ENV_VARS: tuple[EnvVar, ...] = (
@@ -141,6 +142,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AG2_OTEL_MLFLOW_RETRY_TIMEOUT", "seconds the writer process keeps retrying a trace while the MLflow "
            "backend is unreachable before giving it up (counted) (>= 0)", str(int(DEFAULT_MLFLOW_RETRY_TIMEOUT)),
            False),
+    EnvVar("AG2_OTEL_OTLP_MLFLOW", "`true`: OTLP export adds MLflow's keys (span types, inputs/outputs, token usage, "
+           "trace tags and previews) so an MLflow server behind a collector stores the trace the MLflow sink writes; "
+           "`false`: plain GenAI spans; `auto`: on, except when the MLflow sink is on and writes to a local store or "
+           "Databricks", "auto", False),
     EnvVar("AG2_OTEL_DEBUG_WRITER", "`1`: the writer process logs each write and failure to stderr", "unset", False,
            "writer process"),
 )
@@ -343,6 +348,7 @@ class Settings:
     mlflow_writer: str = "process"
     max_traces: int = DEFAULT_MAX_TRACES
     mlflow_retry_timeout: float = DEFAULT_MLFLOW_RETRY_TIMEOUT
+    otlp_mlflow: str = "auto"  # AG2_OTEL_OTLP_MLFLOW
     databricks_host: str | None = None
     databricks_token_set: bool = False
     warnings: tuple[str, ...] = ()
@@ -352,6 +358,15 @@ class Settings:
     def otlp_enabled(self) -> bool:
         listed = self.otlp_endpoint_configured if self.traces_exporters is None else "otlp" in self.traces_exporters
         return not self.sdk_disabled and listed
+
+    def otlp_mlflow_keys(self, mlflow_sink_on: bool, tracking_uri: str | None) -> bool:
+        """OTLP export carries MLflow's keys: ``true``; ``auto`` unless the MLflow sink is on and writes where no
+        collector can write too (a local store, Databricks): with it off, a collector is the way to MLflow, and with
+        it writing to an MLflow server, a collector may feed that server the same trace (README: one trace per
+        conversation per server)."""
+        if self.otlp_mlflow != "auto":
+            return self.otlp_mlflow == "true"
+        return not mlflow_sink_on or (tracking_uri or "").lower().startswith(("http://", "https://"))
 
     @property
     def console_enabled(self) -> bool:
@@ -415,6 +430,7 @@ def load_settings(
         mlflow_writer=writer,
         max_traces=env.read(_positive_int, "AG2_OTEL_MAX_TRACES", default=DEFAULT_MAX_TRACES),
         mlflow_retry_timeout=env.read(_seconds, "AG2_OTEL_MLFLOW_RETRY_TIMEOUT", default=DEFAULT_MLFLOW_RETRY_TIMEOUT),
+        otlp_mlflow=env.read(_choice, "AG2_OTEL_OTLP_MLFLOW", OTLP_MLFLOW_MODES, default="auto"),
         databricks_host=env.get("DATABRICKS_HOST"),
         databricks_token_set=env.get("DATABRICKS_TOKEN") is not None,
     )

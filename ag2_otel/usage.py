@@ -1,6 +1,7 @@
 """``get_token_usage(trace_id)``: our per-agent / per-model token breakdown of an MLflow trace, read back through
 MLflow's public API (``MlflowClient().get_trace``; with only mlflow-tracing, which has no ``MlflowClient``, the
-``TracingClient`` behind it)."""
+``TracingClient`` behind it). Trace metadata (the MLflow sink) first, else trace tags of the same keys (a trace that
+came over OTLP, ``AG2_OTEL_OTLP_MLFLOW``)."""
 
 from __future__ import annotations
 
@@ -44,10 +45,12 @@ def get_token_usage(trace_id: str, *, tracking_uri: str | None = None) -> dict[s
     except Exception as exc:  # noqa: BLE001 - a read helper must not raise into the caller's app
         _logger.warning("ag2_otel: could not read trace %s (%s)", trace_id, type(exc).__name__)
         return {}
-    metadata = info.trace_metadata or {}
+    # the MLflow sink writes the breakdown as trace metadata; over OTLP (a collector) it can only arrive as tags
+    tags = info.tags or {}
+    metadata = {**tags, **(info.trace_metadata or {})}
     return {
         "trace_id": info.trace_id,
-        "otel_trace_id": (info.tags or {}).get(TAG_OTEL_TRACE_ID),
+        "otel_trace_id": tags.get(TAG_OTEL_TRACE_ID),
         "total": _loads(metadata.get(META_USAGE_TOTAL)),
         "by_agent": _loads(metadata.get(META_USAGE_BY_AGENT)),
         "by_model": _loads(metadata.get(META_USAGE_BY_MODEL)),
