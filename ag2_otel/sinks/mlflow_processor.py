@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ag2_otel.mapping.mlflow_trace import build_trace_record
 from ag2_otel.mapping.mlflow_wire import mlflow_trace_id
+from ag2_otel.sinks.trace_job import TraceJob
 
 _logger = logging.getLogger(__name__)
 
@@ -405,9 +406,9 @@ class MlflowSpanProcessor(SpanProcessor):
         trace_id = mlflow_trace_id(buffer.trace_id if own_id else uuid.uuid4().int)
         if self._extra_metadata is None:
             self._extra_metadata = _source_metadata()
-        message = (destination, buffer.trace_id, root.context.span_id if root is not None else None, complete,
-                   buffer.dropped, self._extra_metadata, self._retry_timeout)
-        if not self._store.submit(trace_id, message, spans, wait=None if complete else self._write_timeout):
+        job = TraceJob(trace_id, destination, buffer.trace_id, root.context.span_id if root is not None else None,
+                       complete, buffer.dropped, self._extra_metadata, self._retry_timeout, spans)
+        if not self._store.submit(job, wait=None if complete else self._write_timeout):
             return False
         with self._lock:
             self._stats.traces_written += 1

@@ -3,25 +3,27 @@
 Why a process: storing a span costs MLflow ~0.5-1.2 ms of CPU (JSON, SQLAlchemy, sqlite). On a thread of the
 application that CPU competes with the agents for the GIL; here it does not. The application side
 (:mod:`ag2_otel.sinks.writer_client`) starts this module with ``python -m ag2_otel.sinks.store_writer FD`` and talks
-over a socket pair (``multiprocessing.connection.Connection`` frames, pickled tuples):
+over a socket pair (``multiprocessing.connection.Connection`` frames, pickled):
 
-* ``("trace", seq, trace_id, destination, trace_otel_id, root_span_id, complete, dropped, spans, extra_metadata)``
-  -> ``("done", seq, trace_id, error_type_or_None, stored_trace_id)`` once stored (or given up); ``stored_trace_id``
-  is ``trace_id`` except on the ``v2`` path, where the store chose it;
+* ``("traces", [TraceJob, ...])`` (:mod:`ag2_otel.sinks.trace_job`: what was queued when the child took the last
+  batch) -> ``("done", [JobResult, ...])`` once all are stored (or given up); a result's ``stored_id`` is the job's
+  ``trace_id`` except on the ``v2`` path, where the store chose it;
 * ``("warm", destination)`` -> build that store now (schema creation, first connection), not at the first trace;
 * EOF -> finish what was received, then exit.
 
-Each trace: the snapshot is rebuilt into ``ReadableSpan`` objects and mapped by the same pure mapping as everywhere
+Each trace of a batch: the snapshot is rebuilt into ``ReadableSpan`` objects and mapped by the same pure mapping as everywhere
 (:func:`build_trace_record`). How it is then stored is decided by what the installed MLflow HAS (feature detection at
 start, never its version string; see :func:`write_path`):
 
-* ``batched`` (``TracingClient.start_trace(trace_info)``, MLflow 3.2+ or so): the calls MLflow's own exporter makes
-  for a trace, under our trace id ``tr-<otel trace id>``: ``TracingClient.log_spans(experiment_id, spans)`` (one
-  batched insert, or one OTLP POST to a server; skipped where MLflow has no ``log_spans``, and for good on a store
-  that answers ``NotImplementedError``: a file store, a server older than 3.4), then
-  ``TracingClient.start_trace(trace_info)`` (metadata, tags, previews), then, as MLflow's exporter does, the span
-  data as the trace's artifact unless the stored trace says its spans are in the tracking store (tag
-  ``mlflow.trace.spansLocation``; an MLflow without that tag reads spans from the artifact only, e.g. 3.5).
+* ``batched`` (``TracingClient.start_trace(trace_info)``, MLflow 3.2+ or so): the calls MLflow's own exporter makes,
+  under our trace ids ``tr-<otel trace id>``, for a whole batch: ``TracingClient.start_trace(trace_info)`` per trace
+  (metadata, tags, previews: ``log_spans`` alone would make tags, previews and token totals from the root span, but
+  no trace metadata, so it stays; to a server, up to ``HTTP_PARALLEL`` at once), then ONE
+  ``TracingClient.log_spans(experiment_id, spans)`` with every span of the batch (one SQL transaction, or one OTLP
+  POST to a server; skipped where MLflow has no ``log_spans``, and for good on a store that answers
+  ``NotImplementedError``: a file store, a server older than 3.4), then, as MLflow's exporter does, the span data as
+  each trace's artifact unless the store keeps spans (the stored trace carries ``mlflow.trace.spansLocation``,
+  checked once per URI; an MLflow without that tag reads spans from the artifact only, e.g. 3.5).
 * ``v2`` (``TracingClient.start_trace(experiment_id, timestamp_ms, request_metadata, tags)``, MLflow 3.1): the calls
   that MLflow's own exporter for non-Databricks URIs makes there: ``start_trace`` (the store picks the trace id),
   the span data as the trace's artifact, ``end_trace``. The id the store chose goes back with the acknowledgement,
@@ -35,8 +37,9 @@ cannot run on a current OpenTelemetry SDK). The child's first message says which
 ``("ready", {"write_path": "batched" | "v2" | None, "missing": what is missing, or None})``; None: this MLflow has
 neither, every trace is answered ``UnsupportedMLflow`` and the application writes in-process.
 
-Backend down (server unreachable, sqlite locked): the write is retried with capped exponential backoff until
-``retry_timeout`` seconds passed since the trace arrived, then given up and reported. Traces behind it wait; the
+Backend down (server unreachable, sqlite locked): the batch is retried (what is stored already is not repeated) with capped exponential backoff until
+``retry_timeout`` seconds passed since the batch arrived, then given up and reported; a 4xx on a batch of several
+is retried trace by trace. Traces behind it wait; the
 application side bounds how many are queued and counts drops.
 """
 
@@ -47,14 +50,29 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
+
+from ag2_otel.sinks.trace_job import JobResult, TraceJob
 
 _logger = logging.getLogger("ag2_otel.store_writer")
 
 MAX_BACKOFF_S = 2.0
 V2_INPUTS, V2_OUTPUTS = "mlflow.traceInputs", "mlflow.traceOutputs"  # MLflow 3.1 TraceMetadataKey.INPUTS / OUTPUTS
 V2_PREVIEW_CHARS = 250  # MLflow 3.1 MAX_CHARS_IN_TRACE_INFO_METADATA
+HTTP_PARALLEL = 4  # start_trace calls of one batch in flight at once to an http(s) server
+
+
+@dataclass
+class _Prepared:
+    """A job mapped: the record, its TraceInfo fields and (batched path) its MLflow spans and state."""
+
+    job: TraceJob
+    record: Any
+    fields: dict[str, Any]
+    spans: list[Any] = field(default_factory=list)
+    state: Any = None
 
 
 def _permanent(exc: BaseException) -> bool:
@@ -150,6 +168,8 @@ class StoreWriter:
         self._clients: dict[str, Any] = {}
         self._no_span_logging: set[str] = set()  # URIs whose store answered log_spans with "not supported"
         self._reachable: set[str] = set()
+        self._spans_kept: dict[str, bool] = {}  # URI -> its store reads spans logged by log_spans (see _keeps_spans)
+        self._threads: Any = None
         self._experiments: dict[tuple, str] = {}
         self._default_uri: str | None = None
 
@@ -220,25 +240,45 @@ class StoreWriter:
             self._default_uri = mlflow.get_tracking_uri()
         return self._default_uri
 
-    def write(self, trace_id: str, destination: tuple, otel_trace_id: int, root_span_id: int | None, complete: bool,
-              dropped: int, spans: list, extra_metadata: dict[str, str], deadline: float) -> tuple[str | None, str]:
-        """Store one trace. Returns (None on success else the error's type name, the id it is stored under)."""
-        if self.path is None:
-            return "UnsupportedMLflow", trace_id
-        try:
-            record = self._build(self._rebuild(otel_trace_id, spans), root_span_id=root_span_id, complete=complete,
-                                 dropped_spans=dropped)
-            if record is None:
-                return None, trace_id
-            fields = self._info_fields(record, trace_id, extra_metadata)
-            if self.path == "batched":
-                mlflow_spans = [self._span_from_dict(d) for d in self._span_dicts(record, trace_id)]
-                state = self._state(fields.pop("state"))
-        except Exception as exc:  # noqa: BLE001 - a mapping bug: report, never retry
-            _logger.debug("mapping failed", exc_info=True)
-            return type(exc).__name__, trace_id
+    def write_batch(self, jobs: list[TraceJob], arrived: float) -> list[JobResult]:
+        """Store the traces of one batch; one answer per job. Jobs are grouped by destination; a group is stored
+        with one ``log_spans`` call (each trace's spans kept together), see :meth:`_write_batched`."""
+        results: list[JobResult] = []
+        groups: dict[tuple, list[_Prepared]] = {}
+        for job in jobs:
+            if self.path is None:
+                results.append(JobResult(job.seq, job.trace_id, "UnsupportedMLflow", job.trace_id))
+                continue
+            try:
+                prepared = self._prepare(job)
+            except Exception as exc:  # noqa: BLE001 - a mapping bug: report, never retry
+                _logger.debug("mapping failed", exc_info=True)
+                results.append(JobResult(job.seq, job.trace_id, type(exc).__name__, job.trace_id))
+                continue
+            if prepared is None:  # nothing to store (no spans left)
+                results.append(JobResult(job.seq, job.trace_id, None, job.trace_id))
+                continue
+            groups.setdefault(tuple(job.destination), []).append(prepared)
+        for destination, group in groups.items():
+            results.extend(self._store(destination, group, arrived + min(p.job.retry_timeout for p in group)))
+        return results
+
+    def _prepare(self, job: TraceJob) -> _Prepared | None:
+        record = self._build(self._rebuild(job.otel_trace_id, job.spans), root_span_id=job.root_span_id,
+                             complete=job.complete, dropped_spans=job.dropped)
+        if record is None:
+            return None
+        prepared = _Prepared(job, record, self._info_fields(record, job.trace_id, job.extra_metadata))
+        if self.path == "batched":
+            prepared.spans = [self._span_from_dict(d) for d in self._span_dicts(record, job.trace_id)]
+            prepared.state = self._state(prepared.fields.pop("state"))
+        return prepared
+
+    def _store(self, destination: tuple, group: list[_Prepared], deadline: float) -> list[JobResult]:
+        """Store ``group`` (same destination), retrying with capped backoff until ``deadline``. A permanent error
+        (4xx) on a group of several is retried trace by trace, so one bad trace does not fail the others."""
         uri, experiment_id, experiment_name = destination
-        progress: dict[str, Any] = {}  # v2: what is stored already, so a retry does not start a second trace
+        progress: dict[str, Any] = {}  # what is stored already, so a retry does not repeat it
         backoff = 0.05
         while True:
             try:
@@ -246,38 +286,80 @@ class StoreWriter:
                 client = self._client(uri)
                 location = self._experiment_id(uri, experiment_id, experiment_name)
                 if self.path == "batched":
-                    self._write_batched(client, uri, location, mlflow_spans, fields, state)
-                    return None, trace_id
-                return None, self._write_v2(client, location, record, trace_id, fields, progress)
+                    self._write_batched(client, uri, location, group, progress)
+                    return [JobResult(p.job.seq, p.job.trace_id, None, p.job.trace_id) for p in group]
+                stored = [self._write_v2(client, location, p.record, p.job.trace_id, p.fields,
+                                         progress.setdefault(p.job.trace_id, {})) for p in group]
+                return [JobResult(p.job.seq, p.job.trace_id, None, s) for p, s in zip(group, stored)]
             except Exception as exc:  # noqa: BLE001
-                _logger.debug("write of %s failed: %r", trace_id, exc)
+                _logger.debug("write of %d trace(s) failed: %r", len(group), exc)
+                if _permanent(exc) and len(group) > 1:
+                    return [r for p in group for r in self._store(destination, [p], deadline)]
                 if _permanent(exc) or time.monotonic() + backoff > deadline:
                     _logger.debug("write failed", exc_info=True)
-                    return type(exc).__name__, trace_id
+                    return [JobResult(p.job.seq, p.job.trace_id, type(exc).__name__, p.job.trace_id) for p in group]
                 time.sleep(backoff)  # backoff between attempts at an unreachable backend, not synchronisation
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _write_batched(self, client: Any, uri: str, location: str, mlflow_spans: list, fields: dict,
-                       state: Any) -> None:
-        if self._has_log_spans and uri not in self._no_span_logging:
+    def _write_batched(self, client: Any, uri: str, location: str, group: list[_Prepared],
+                       progress: dict[str, Any]) -> None:
+        """``start_trace`` per trace first (MLflow's insert path; after ``log_spans`` created the row it would take
+        its slower merge path), then ONE ``log_spans`` with every span of the group, then, where this store does
+        not keep spans, each trace's span data as its artifact (as MLflow's exporter does)."""
+        infos: dict[str, Any] = progress.setdefault("infos", {})
+        todo = [p for p in group if p.job.trace_id not in infos]
+        if todo:
+            def start(p: _Prepared) -> Any:
+                return client.start_trace(self._trace_info(
+                    trace_location=self._location.from_experiment_id(location), state=p.state, **p.fields))
+
+            if len(todo) > 1 and uri.lower().startswith(("http://", "https://")):
+                # one HTTP round trip each: let the server's workers take several at once
+                started = list(self._pool().map(start, todo))
+            else:
+                started = [start(p) for p in todo]
+            for p, info in zip(todo, started):
+                infos[p.job.trace_id] = info
+        if self._has_log_spans and uri not in self._no_span_logging and not progress.get("logged"):
             try:
-                client.log_spans(location, mlflow_spans)
+                client.log_spans(location, [span for p in group for span in p.spans])
+                progress["logged"] = True
             except Exception as exc:  # noqa: BLE001
                 if not _not_supported(exc):
                     raise
                 self._no_span_logging.add(uri)  # as MLflow's exporter: the span data goes as the artifact below
-        info = client.start_trace(self._trace_info(
-            trace_location=self._location.from_experiment_id(location), state=state, **fields))
-        tag = self._spans_in_store
-        spans_in_store = (tag is not None and self._has_log_spans and uri not in self._no_span_logging
-                          and (getattr(info, "tags", None) or {}).get(tag[0]) == tag[1])
-        if not spans_in_store:
-            client._upload_trace_data(info, self._trace_data(spans=mlflow_spans))
+        if progress.get("logged") and self._keeps_spans(client, uri, group[0].job.trace_id):
+            return
+        uploaded: set[str] = progress.setdefault("uploaded", set())
+        for p in group:
+            if p.job.trace_id not in uploaded:
+                client._upload_trace_data(infos[p.job.trace_id], self._trace_data(spans=p.spans))
+                uploaded.add(p.job.trace_id)
+
+    def _keeps_spans(self, client: Any, uri: str, trace_id: str) -> bool:
+        """Whether the store at ``uri`` reads a trace's spans from where ``log_spans`` put them: the stored trace
+        carries the tag ``mlflow.trace.spansLocation`` (an MLflow without it, e.g. 3.5, reads the artifact only).
+        Asked once per URI, of the first trace logged there."""
+        known = self._spans_kept.get(uri)
+        if known is None:
+            tag = self._spans_in_store
+            info = client.get_trace_info(trace_id) if tag is not None else None
+            known = self._spans_kept[uri] = info is not None and (getattr(info, "tags", None) or {}).get(tag[0]) == tag[1]
+        return known
+
+    def _pool(self) -> Any:
+        if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = ThreadPoolExecutor(max_workers=HTTP_PARALLEL, thread_name_prefix="ag2-otel-start-trace")
+        return self._threads
 
     def _write_v2(self, client: Any, location: str, record: Any, trace_id: str, fields: dict,
                   progress: dict[str, Any]) -> str:
         """MLflow 3.1's calls for a trace (its MlflowV2SpanExporter): start (the store picks the id), span data as
         the artifact, end with status, metadata and tags. Returns the stored id."""
+        if progress.get("stored"):  # a retry of its batch: this one is done
+            return progress["stored"]
         metadata, tags = dict(fields["trace_metadata"]), dict(fields["tags"])
         # a v2 trace keeps its request/response previews in metadata, cut as MLflow cuts them there
         for key, preview in ((V2_INPUTS, fields.get("request_preview")), (V2_OUTPUTS, fields.get("response_preview"))):
@@ -295,6 +377,7 @@ class StoreWriter:
         status = self._status.ERROR if fields["state"] == "ERROR" else self._status.OK
         client.end_trace(stored, timestamp_ms=fields["request_time"] + fields["execution_duration"], status=status,
                          request_metadata=metadata, tags=tags)
+        progress["stored"] = stored
         return stored
 
 
@@ -309,14 +392,13 @@ def serve(conn: Connection) -> None:
         if message[0] == "warm":
             writer.warm(message[1])
             continue
-        if message[0] != "trace":
+        if message[0] != "traces":
             continue
-        _, seq, trace_id, destination, otel_trace_id, root_span_id, complete, dropped, spans, extra, retry_s = message
-        _logger.debug("trace %s: %d spans", trace_id, len(spans))
-        error, stored = writer.write(trace_id, destination, otel_trace_id, root_span_id, complete, dropped, spans,
-                                     extra, time.monotonic() + retry_s)
+        arrived = time.monotonic()
+        _logger.debug("batch of %d trace(s)", len(message[1]))
+        results = writer.write_batch(message[1], arrived)
         try:
-            conn.send(("done", seq, trace_id, error, stored))
+            conn.send(("done", results))
         except (EOFError, OSError):
             pass  # the application is gone; keep writing what was received
 

@@ -1,12 +1,16 @@
 """Application side of the store writer process (:mod:`ag2_otel.sinks.store_writer`).
 
 ``submit`` runs on the thread that ended a conversation and costs a dict insert and a deque append: no MLflow call,
-no serialization. A sender thread snapshots the spans into plain tuples and sends them over a socket pair; a reader
-thread takes the child's acknowledgements. So the store's CPU runs in another process, and what stays here is the
-snapshot and pickling (tens of microseconds per span).
+no serialization. A sender thread takes what is queued as one batch (up to ``MAX_BATCH_TRACES`` traces /
+``MAX_BATCH_SPANS`` spans; a trace is never split), snapshots the spans into plain tuples and sends the batch over a
+socket pair; the child stores it in one write (see store_writer); a reader thread takes the acknowledgements. So the
+store's CPU runs in another process, and what stays here is the snapshot and pickling (tens of microseconds per span).
+While the child writes one batch, the next conversations queue up and go together: the faster they end, the larger
+the batches.
 
-Bounded: the child holds at most ``IN_FLIGHT`` traces, at most ``max_queued`` more wait here; beyond that new traces
-are dropped and counted (one warning). The child is
+Bounded: the child holds at most ``IN_FLIGHT`` batches, at most ``max_queued`` more traces wait here; past half of
+that bound one warning says the store is not keeping up, beyond it new traces are dropped and counted (one warning;
+``stats``: ``traces_queued``, ``backlog_peak``, ``traces_stored``, ``traces_dropped``). The child is
 started at construction (importing MLflow there takes seconds, better spent while the first conversation runs) and
 restarted if it dies, at most ``max_restarts`` times; traces it had received but not stored are counted as failed.
 After that, or where a process cannot be started, ``submit`` returns False and the caller writes in-process.
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ag2_otel.sinks.span_snapshot import snapshot
+from ag2_otel.sinks.trace_job import JobResult, TraceJob
 
 _logger = logging.getLogger(__name__)
 DEBUG_ENV = "AG2_OTEL_DEBUG_WRITER"  # documented in config.ENV_VARS
@@ -38,21 +43,16 @@ class WriterStats:
     traces_failed: int = 0  # the child gave up (backend down past retry_timeout, a 4xx) or died holding them
     traces_dropped: int = 0  # refused: max_queued traces were waiting
     restarts: int = 0
-
-
-@dataclass
-class _Item:
-    seq: int
-    trace_id: str
-    message: tuple  # everything but the spans, which are snapshotted on the sender thread (then: the whole message)
-    spans: list
-    resent: bool = False
+    batches: int = 0  # store writes (each: the traces queued when the child was ready for more)
+    backlog_peak: int = 0  # most traces ever waiting here at once
 
 
 _ALIASES = 4096  # trace ids MLflow chose (replay path) remembered for the read barrier, oldest forgotten first
 _shared: dict[int, StoreWriterClient] = {}
 _shared_lock = threading.Lock()
-IN_FLIGHT = 2  # traces handed to the child at once: one being written, the next ready; the rest wait here, bounded
+IN_FLIGHT = 2  # batches handed to the child at once: one being written, the next ready; the rest wait here, bounded
+MAX_BATCH_TRACES = 64  # traces in one batch (one store write)
+MAX_BATCH_SPANS = 4000  # spans in one batch, unless a single trace has more
 
 
 def shared_client(max_queued: int = 1000) -> StoreWriterClient:
@@ -71,7 +71,7 @@ class StoreWriterClient:
         self._max_queued = max(1, int(max_queued))
         self._max_restarts = max_restarts
         self._cv = threading.Condition()
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[TraceJob] = deque()
         self._pending: dict[str, threading.Event] = {}  # MLflow trace id -> set when stored or given up
         # our trace id -> the id MLflow stored it under, where they differ (the child's replay path, old MLflow)
         self._aliases: OrderedDict[str, str] = OrderedDict()
@@ -80,8 +80,10 @@ class StoreWriterClient:
         self.missing: str | None = None  # the MLflow feature whose absence made it replay
         self._unsettled: dict[int, str] = {}  # seq -> trace id, until acknowledged, failed or dropped
         self._inflight: dict[int, str] = {}  # sent to the current child, not yet acknowledged
+        self._batches_inflight = 0
         self._seq = 0
         self._stats = WriterStats()
+        self._resent: set[int] = set()  # seqs sent again to a new child after the old one died taking them
         self._warned: set[str] = set()
         self._closed = False
         self._conn: Connection | None = None
@@ -92,17 +94,18 @@ class StoreWriterClient:
     # --- API ------------------------------------------------------------------------------------------------------
     @property
     def stats(self) -> dict[str, int]:
+        """WriterStats, plus ``traces_queued``: traces waiting here or being written now (the backlog)."""
         with self._cv:
-            return asdict(self._stats)
+            return {**asdict(self._stats), "traces_queued": len(self._queue) + len(self._inflight)}
 
     @property
     def available(self) -> bool:
         return self._available and not self._closed and self.pid == os.getpid()
 
-    def submit(self, trace_id: str, message: tuple, spans: list, wait: float | None = None) -> bool:
-        """Queue one trace. ``message`` is ``(destination, otel_trace_id, root_span_id, complete, dropped,
-        extra_metadata, retry_timeout)`` (see store_writer). False: no writer process, write it yourself. ``wait``:
-        seconds to wait for room when the queue is full (shutdown), else a full queue drops the trace at once."""
+    def submit(self, job: TraceJob, wait: float | None = None) -> bool:
+        """Queue one trace. False: no writer process, write it yourself. ``wait``: seconds to wait for room when the
+        queue is full (shutdown), else a full queue drops the trace at once. Past half the bound: one warning."""
+        trace_id = job.trace_id
         with self._cv:
             if not self.available:
                 return False
@@ -114,10 +117,18 @@ class StoreWriterClient:
                                 "(AG2_OTEL_MAX_TRACES); dropping new traces (counted in stats)", self._max_queued)
                 return True
             self._seq += 1
+            job.seq = self._seq
             self._unsettled[self._seq] = trace_id
             self._pending[trace_id] = threading.Event()
-            self._queue.append(_Item(self._seq, trace_id, message, spans))
+            self._queue.append(job)
+            backlog = len(self._queue)
+            if backlog > self._stats.backlog_peak:
+                self._stats.backlog_peak = backlog
             self._cv.notify_all()
+        if backlog * 2 > self._max_queued >= 2:
+            self._warn_once("backlog", "ag2_otel: %d traces are waiting for the MLflow store writer, over half of "
+                            "AG2_OTEL_MAX_TRACES=%d: conversations end faster than the store takes them; past the "
+                            "bound new traces are dropped (see mlflow_processor().stats)", backlog, self._max_queued)
         return True
 
     def warm(self, destination: tuple) -> None:
@@ -198,13 +209,17 @@ class StoreWriterClient:
             except (EOFError, OSError):
                 break
             if message[0] == "done":
-                _, seq, trace_id, error, *stored = message
-                if stored and stored[0] and stored[0] != trace_id and error is None:
-                    with self._cv:
-                        self._aliases[trace_id] = stored[0]
-                        while len(self._aliases) > _ALIASES:
-                            self._aliases.popitem(last=False)
-                self._settle(seq, trace_id, error)
+                results: list[JobResult] = message[1]
+                with self._cv:
+                    self._batches_inflight = max(0, self._batches_inflight - 1)
+                    for r in results:
+                        if r.stored_id and r.stored_id != r.trace_id and r.error is None:
+                            self._aliases[r.trace_id] = r.stored_id
+                    while len(self._aliases) > _ALIASES:
+                        self._aliases.popitem(last=False)
+                    self._cv.notify_all()
+                for r in results:
+                    self._settle(r.seq, r.trace_id, r.error)
             elif message[0] == "ready" and len(message) > 1 and isinstance(message[1], dict):
                 self.write_path, self.missing = message[1].get("write_path"), message[1].get("missing")
                 if self.write_path is None:  # an MLflow it cannot write to: the caller writes in-process from now
@@ -220,6 +235,7 @@ class StoreWriterClient:
             self._conn = None
             lost = list(self._inflight.items())
             self._inflight.clear()
+            self._batches_inflight = 0
         for seq, trace_id in lost:
             self._settle(seq, trace_id, "WriterProcessExited")
 
@@ -241,52 +257,85 @@ class StoreWriterClient:
         while True:
             with self._cv:
                 # A slow or unreachable backend stops the child, so traces pile up HERE, where they are counted.
-                self._cv.wait_for(lambda: self._closed or (self._queue and len(self._inflight) < IN_FLIGHT))
+                self._cv.wait_for(lambda: self._closed or (self._queue and self._batches_inflight < IN_FLIGHT))
                 if not self._queue:
                     return
-                item = self._queue.popleft()
+                batch = self._take_batch()
                 self._cv.notify_all()  # room in the queue (a shutdown submit may be waiting for it)
             conn = self._ensure_child()
             if conn is None:
-                self._settle(item.seq, item.trace_id, "WriterUnavailable")
+                for job in batch:
+                    self._settle(job.seq, job.trace_id, "WriterUnavailable")
                 continue
-            try:
-                message = item.message if item.resent else (
-                    "trace", item.seq, item.trace_id, *item.message[:5], snapshot(item.spans), *item.message[5:])
-            except Exception as exc:  # noqa: BLE001 - a span we cannot snapshot: this trace only
-                self._settle(item.seq, item.trace_id, type(exc).__name__)
-                continue
-            item.spans = []
+            ready = []
+            for job in batch:
+                if not job.snapshotted:
+                    try:
+                        job.spans = snapshot(job.spans)
+                    except Exception as exc:  # noqa: BLE001 - a span we cannot snapshot: this trace only
+                        self._settle(job.seq, job.trace_id, type(exc).__name__)
+                        continue
+                    job.snapshotted = True
+                ready.append(job)
+            if ready:
+                self._send(conn, ready)
+
+    def _take_batch(self) -> list[TraceJob]:
+        """Under the lock: what is queued, oldest first, up to MAX_BATCH_TRACES traces / MAX_BATCH_SPANS spans."""
+        batch = [self._queue.popleft()]
+        spans = len(batch[0].spans)
+        while self._queue and len(batch) < MAX_BATCH_TRACES and spans + len(self._queue[0].spans) <= MAX_BATCH_SPANS:
+            job = self._queue.popleft()
+            batch.append(job)
+            spans += len(job.spans)
+        return batch
+
+    def _send(self, conn: Connection, batch: list[TraceJob]) -> None:
+        with self._cv:
+            current = self._conn is conn
+            if current:
+                for job in batch:
+                    self._inflight[job.seq] = job.trace_id
+                self._batches_inflight += 1
+                self._stats.batches += 1
+        try:
+            if not current:
+                raise BrokenPipeError("the writer process exited since it was checked")
+            conn.send(("traces", batch))
+        except (OSError, ValueError):  # the child died before taking it: a new child gets it, once
             with self._cv:
-                current = self._conn is conn
+                for job in batch:
+                    self._inflight.pop(job.seq, None)
                 if current:
-                    self._inflight[item.seq] = item.trace_id
-            try:
-                if not current:
-                    raise BrokenPipeError("the writer process exited since it was checked")
-                conn.send(message)
-            except (OSError, ValueError):  # the child died before taking it: a new child gets it, once
-                with self._cv:
-                    self._inflight.pop(item.seq, None)
-                    retry = item.seq in self._unsettled and not item.resent
-                self._on_child_exit(conn)  # settles what the dead child held (the reader may have done it already)
-                if retry:
-                    item.resent, item.message = True, message
-                    with self._cv:
-                        self._queue.appendleft(item)
-                        self._cv.notify_all()
-                else:
-                    self._settle(item.seq, item.trace_id, "WriterProcessExited")
-            except Exception as exc:  # noqa: BLE001 - an attribute value that does not pickle
-                with self._cv:
-                    self._inflight.pop(item.seq, None)
-                self._settle(item.seq, item.trace_id, type(exc).__name__)
+                    self._batches_inflight = max(0, self._batches_inflight - 1)
+                retry = [job for job in batch if job.seq in self._unsettled and job.seq not in self._resent]
+                again = {job.seq for job in retry}
+            self._on_child_exit(conn)  # settles what the dead child held (the reader may have done it already)
+            with self._cv:
+                for job in reversed(retry):
+                    self._resent.add(job.seq)
+                    self._queue.appendleft(job)
+                self._cv.notify_all()
+            for job in batch:
+                if job.seq not in again:
+                    self._settle(job.seq, job.trace_id, "WriterProcessExited")
+        except Exception as exc:  # noqa: BLE001 - an attribute value that does not pickle: find which, send the rest
+            with self._cv:
+                for job in batch:
+                    self._inflight.pop(job.seq, None)
+                self._batches_inflight = max(0, self._batches_inflight - 1)
+            if len(batch) == 1:
+                self._settle(batch[0].seq, batch[0].trace_id, type(exc).__name__)
+            else:
+                for job in batch:
+                    self._send(conn, [job])
 
     def _settle(self, seq: int, trace_id: str, error: str | None) -> None:
         with self._cv:
             if self._unsettled.pop(seq, None) is None:
                 return
             self._inflight.pop(seq, None)
+            self._resent.discard(seq)
             if error is None:
                 self._stats.traces_stored += 1
             else:
