@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ag2_otel.sinks.credentials import error_name
 from ag2_otel.sinks.trace_job import JobResult, TraceJob
 
 _logger = logging.getLogger("ag2_otel.store_writer")
@@ -297,7 +298,8 @@ class StoreWriter:
                     return [r for p in group for r in self._store(destination, [p], deadline)]
                 if _permanent(exc) or time.monotonic() + backoff > deadline:
                     _logger.debug("write failed", exc_info=True)
-                    return [JobResult(p.job.seq, p.job.trace_id, type(exc).__name__, p.job.trace_id) for p in group]
+                    error = error_name(exc, uri)  # a 401/403 says which variables to set
+                    return [JobResult(p.job.seq, p.job.trace_id, error, p.job.trace_id) for p in group]
                 time.sleep(backoff)  # backoff between attempts at an unreachable backend, not synchronisation
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
