@@ -1,6 +1,7 @@
 """``ag2-otel demo``: a multi-agent scenario (tool use, then a group chat) on the scripted model — no API key, no
 network — traced with ``ag2_otel.autolog()`` into MLflow, then read back and printed as a tree with latencies and a
-token table."""
+token table. ``ag2-otel demo --ag2x``: the calculator in AG2 1.x (``import ag2``), its real OpenAI client and the openai
+SDK answered by an in-process transport (the SDK parses the same JSON a provider sends into its ``ChatCompletion``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import time
 from typing import Annotated, Any, TextIO
 
-from .scripted import ScriptedClient, Step, ToolCall, scripted_llm_config
+from .scripted import ScriptCursor, ScriptedClient, Step, ToolCall, completion_body, scripted_llm_config
 
 
 def _terminates(message: dict[str, Any]) -> bool:
@@ -67,6 +68,52 @@ def group_chat() -> Any:
 
 SCENARIOS = (("tool use: calculator round trip", tool_use_chat), ("group chat: planner, writer, critic", group_chat))
 
+AG2X_QUESTION = "What is (44232 + 13312 / (232 - 32)) * 5?"
+AG2X_SCRIPT = [
+    Step(tool_calls=[ToolCall("calculator", {"a": 232, "b": 32, "operator": "-"})], prompt_tokens=152, completion_tokens=24),
+    Step(tool_calls=[ToolCall("calculator", {"a": 13312, "b": 200, "operator": "/"})], prompt_tokens=188, completion_tokens=25),
+    Step(tool_calls=[ToolCall("calculator", {"a": 44232, "b": 66, "operator": "+"})], prompt_tokens=224, completion_tokens=25),
+    Step(tool_calls=[ToolCall("calculator", {"a": 44298, "b": 5, "operator": "*"})], prompt_tokens=260, completion_tokens=24),
+    Step(text="(44232 + 13312 / (232 - 32)) * 5 = 221490.", prompt_tokens=296, completion_tokens=22, cached_tokens=128),
+]
+
+
+def scripted_openai_config(script: list[Step], model: str = "gpt-4o-mini") -> Any:
+    """AG2 1.x's OpenAIConfig whose HTTP client answers in process from ``script``: AG2's OpenAI client and the openai
+    SDK run as with a provider (the SDK builds its ``ChatCompletion`` from the JSON), only the network is not used."""
+    import json
+
+    import httpx2  # the HTTP library of the openai SDK AG2 1.x installs (OpenAIConfig.http_client)
+    from ag2.config import OpenAIConfig
+
+    cursor = ScriptCursor(script)
+
+    def answer(request: Any) -> Any:
+        body = json.loads(request.content or b"{}")
+        step = cursor.next_step(list(body.get("messages") or []))
+        return httpx2.Response(200, json=completion_body(step, body.get("model") or model))
+
+    return OpenAIConfig(model=model, api_key="demo-no-key", max_retries=0,
+                        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+
+
+def ag2x_calculator() -> Any:
+    """The seed's calculator in the AG2 1.x API: one agent running its own tool loop."""
+    import asyncio
+
+    from ag2 import Agent
+
+    def calculator(a: int, b: int, operator: str) -> int:
+        """A simple calculator"""
+        return {"+": a + b, "-": a - b, "*": a * b, "/": int(a / b)}[operator]
+
+    agent = Agent("assistant", "You are a helpful AI assistant. You can help with simple calculations.",
+                  config=scripted_openai_config(list(AG2X_SCRIPT)), tools=[calculator])
+    return asyncio.run(agent.ask(AG2X_QUESTION))
+
+
+AG2X_SCENARIOS = (("AG2 1.x: calculator (Agent.ask, its own tool loop)", ag2x_calculator),)
+
 
 def _tree(trace: Any) -> list[tuple[int, Any]]:
     spans = trace.data.spans
@@ -110,10 +157,12 @@ def print_usage(usage: dict[str, Any], out: TextIO) -> None:
                   f"{(f'{cost:.6f}' if isinstance(cost, (int, float)) else '-'):>10}\n")
 
 
-def run(out: TextIO = sys.stdout) -> int:
+def run(out: TextIO = sys.stdout, ag2x: bool = False) -> int:
     import mlflow
 
     import ag2_otel
+
+    scenarios = AG2X_SCENARIOS if ag2x else SCENARIOS
 
     for name in ("autogen", "autogen.oai.client"):  # AG2 logs an INFO line per scripted client it meets
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -122,8 +171,8 @@ def run(out: TextIO = sys.stdout) -> int:
     out.flush()
     ag2_otel.autolog()
     experiment = mlflow.set_experiment("ag2-otel-demo")
-    for index, (title, scenario) in enumerate(SCENARIOS, 1):
-        out.write(f"[{index}/{len(SCENARIOS)}] {title} ...")
+    for index, (title, scenario) in enumerate(scenarios, 1):
+        out.write(f"[{index}/{len(scenarios)}] {title} ...")
         out.flush()
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # AG2 prints every message; the demo prints the trace instead

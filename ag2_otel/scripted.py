@@ -84,6 +84,42 @@ class ScriptCursor:
         return Step(text=step) if isinstance(step, str) else step
 
 
+def completion_body(step: Step, model: str) -> dict[str, Any]:
+    """The chat completion (OpenAI's JSON shape) a provider answers for ``step``: what ScriptedClient validates into
+    a ``ChatCompletion`` and what the AG2 1.x demo's transport serves to the real openai SDK."""
+    message: dict[str, Any] = {"role": "assistant", "content": step.text}
+    if step.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id or _next_id("call"),
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    "arguments": call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments),
+                },
+            }
+            for call in step.tool_calls
+        ]
+    finish_reason = step.finish_reason or ("tool_calls" if step.tool_calls else "stop")
+    usage: dict[str, Any] = {
+        "prompt_tokens": step.prompt_tokens,
+        "completion_tokens": step.completion_tokens,
+        "total_tokens": step.prompt_tokens + step.completion_tokens,
+    }
+    if step.cached_tokens:
+        usage["prompt_tokens_details"] = {"cached_tokens": step.cached_tokens}
+    if step.reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": step.reasoning_tokens}
+    return {
+        "id": _next_id("chatcmpl"),
+        "model": step.response_model or model,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": usage,
+    }
+
+
 class ScriptedClient:
     """Implements AG2's ModelClient protocol (create, message_retrieval, cost, get_usage)."""
 
@@ -100,38 +136,8 @@ class ScriptedClient:
         step = self._next_step(list(params.get("messages") or []))
         if step.raise_error is not None:
             raise step.raise_error
-        message: dict[str, Any] = {"role": "assistant", "content": step.text}
-        if step.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id or _next_id("call"),
-                    "type": "function",
-                    "function": {
-                        "name": call.name,
-                        "arguments": call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments),
-                    },
-                }
-                for call in step.tool_calls
-            ]
-        finish_reason = step.finish_reason or ("tool_calls" if step.tool_calls else "stop")
-        usage: dict[str, Any] = {
-            "prompt_tokens": step.prompt_tokens,
-            "completion_tokens": step.completion_tokens,
-            "total_tokens": step.prompt_tokens + step.completion_tokens,
-        }
-        if step.cached_tokens:
-            usage["prompt_tokens_details"] = {"cached_tokens": step.cached_tokens}
-        if step.reasoning_tokens:
-            usage["completion_tokens_details"] = {"reasoning_tokens": step.reasoning_tokens}
         # the same object OpenAIClient returns (openai's ChatCompletion; AG2's own copy of it without openai)
-        return _chat_completion_type().model_validate({
-            "id": _next_id("chatcmpl"),
-            "model": step.response_model or self.model,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-            "usage": usage,
-        })
+        return _chat_completion_type().model_validate(completion_body(step, self.model))
 
     def message_retrieval(self, response: Any) -> list[Any]:
         """As OpenAIClient: the message object when it calls tools, else its text."""

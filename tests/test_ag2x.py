@@ -305,3 +305,19 @@ def test_opentelemetry_instrument_dependency_check_passes_for_ag2x():
 
     assert package.ag2x_version() == version("ag2")
     assert get_dist_dependency_conflicts(distribution("ag2-otel")) is None
+
+
+def test_demo_ag2x_offline(tmp_path):
+    """``ag2-otel demo --ag2x``: the 1.x calculator on the in-process transport, into ./mlflow.db, exact totals."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_MODEL_CATALOG_URI": "", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run([sys.executable, "-m", "ag2_otel.cli", "demo", "--ag2x"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MLflow token_usage: {'input_tokens': 1120, 'output_tokens': 120, 'total_tokens': 1240, " \
+           "'cache_read_input_tokens': 128}" in done.stdout
+    assert done.stdout.count("execute_tool calculator (TOOL)") == 4 and "record_usage model_call (LLM)" in done.stdout
+    assert (tmp_path / "mlflow.db").exists()
