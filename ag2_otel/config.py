@@ -118,6 +118,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("MLFLOW_EXPERIMENT_NAME", "the experiment traces go to (or `mlflow.set_experiment`), e.g. "
            "`/Shared/ag2` on Databricks", "Default", True, "MLflow"),
     EnvVar("MLFLOW_EXPERIMENT_ID", "the same, by id", "unset", True, "MLflow"),
+    EnvVar("MLFLOW_TRACKING_USERNAME", "user for an auth-enabled tracking server (`mlflow server --app-name "
+           "basic-auth`), sent by MLflow's client as HTTP basic auth with the password; a 401/403 is reported once, "
+           "naming the variables (never values); `ag2-otel doctor` checks them", "unset", True, "MLflow"),
+    EnvVar("MLFLOW_TRACKING_PASSWORD", "that user's password (never logged or recorded)", "unset", True, "MLflow"),
+    EnvVar("MLFLOW_TRACKING_TOKEN", "bearer token for a tracking server that takes one (sent as `Authorization: "
+           "Bearer`; basic auth wins when both are set; never logged or recorded)", "unset", True, "MLflow"),
     EnvVar("DATABRICKS_HOST", "workspace URL when the tracking URI is `databricks`", "unset", True, "MLflow"),
     EnvVar("DATABRICKS_TOKEN", "workspace token (sent only as `Authorization: Bearer`; never logged or recorded)",
            "unset", True, "MLflow"),

@@ -147,6 +147,11 @@ def run(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
             problems.append(f"MLflow tracking server {shown} does not answer /health ({_mask_url(str(reason))}); "
                             f"start it (mlflow server ...) or fix MLFLOW_TRACKING_URI")
+        else:  # it answers: does it take the credentials MLflow's client sends (names the variable, not the value)
+            from .sinks.credentials import check
+
+            if refused_credentials := check(uri):
+                problems.append(refused_credentials)
     elif settings.mlflow_enabled and uri.startswith("databricks"):
         if not settings.databricks_host:
             problems.append("MLFLOW_TRACKING_URI is databricks but DATABRICKS_HOST is not set (or use a profile)")

@@ -205,3 +205,22 @@ def test_wrong_token_names_the_token_variable(auth_server, tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     (warning,) = _auth_warnings(run.stderr)
     assert "HTTP 401" in warning and "MLFLOW_TRACKING_TOKEN" in warning, warning
+
+
+@pytest.mark.parametrize("password", [WRONG_PASSWORD, PASSWORD], ids=["wrong", "right"])
+def test_doctor_checks_the_credentials(auth_server, tmp_path, password):
+    import subprocess
+
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=auth_server, MLFLOW_TRACKING_USERNAME=USER,
+                    MLFLOW_TRACKING_PASSWORD=password)
+    done = subprocess.run([sys.executable, "-m", "ag2_otel.cli", "doctor"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert not any(secret in output for secret in SECRETS), "a secret in doctor's output"
+    assert "MLFLOW_TRACKING_PASSWORD" in output  # listed among the variables set, value masked
+    refused = [line for line in output.splitlines() if "HTTP 401" in line]
+    if password == WRONG_PASSWORD:
+        assert done.returncode == 1, output
+        assert len(refused) == 1 and all(v in refused[0] for v in BASIC_VARS), output
+    else:
+        assert refused == [] and done.returncode == 0, output
