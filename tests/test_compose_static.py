@@ -46,9 +46,20 @@ def collector_config_of(compose) -> tuple[str, dict, Path]:
     raise AssertionError(f"no volume of {name} provides {container_path}")
 
 
+def built_from(svc) -> list[str]:
+    """The FROM images of a service's build (its Dockerfile), [] for an image-only service."""
+    build = svc.get("build")
+    if build is None:
+        return []
+    context = build if isinstance(build, str) else build.get("context", ".")
+    dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+    return re.findall(r"^FROM\s+(\S+)", (REPO / context / dockerfile).read_text(), re.M)
+
+
 def test_compose_parses_and_has_the_services(compose):
     services = compose["services"]
-    images = " ".join(s.get("image", "") for s in services.values())
+    images = " ".join([s.get("image", "") for s in services.values()]
+                      + [base for s in services.values() for base in built_from(s)])
     for needed in ("otel/opentelemetry-collector-contrib", "ghcr.io/mlflow/mlflow", "postgres", "jaegertracing/"):
         assert needed in images
     assert services["demo"]["build"] == "."
@@ -65,9 +76,29 @@ def test_every_image_is_pinned(compose):
         repo, _, tag = image.rpartition(":")
         assert repo and "/" not in tag, f"{name}: image {image!r} has no tag"
         assert tag != "latest" and re.search(r"\d", tag), f"{name}: image {image!r} is not pinned to a version"
-    dockerfile = (REPO / "Dockerfile").read_text()
-    for base in re.findall(r"^FROM\s+(\S+)", dockerfile, re.M):
-        assert re.match(r"[^:]+:\d", base) and not base.endswith(":latest"), base
+    for path in [REPO / "Dockerfile", *sorted((REPO / "docker").glob("*/Dockerfile"))]:
+        for base in re.findall(r"^FROM\s+(\S+)", path.read_text(), re.M):
+            assert re.match(r"[^:]+:v?\d", base) and not base.endswith(":latest"), (path, base)
+
+
+def test_mlflow_image_is_built_with_the_driver_not_installed_at_start(compose):
+    """Compose's MLflow server gets its PostgreSQL driver when the image is built (docker/mlflow/Dockerfile, FROM
+    MLflow's pinned image, the driver pinned): the container needs no network when it starts."""
+    svc = compose["services"]["mlflow"]
+    (base,) = built_from(svc)
+    assert re.fullmatch(r"ghcr\.io/mlflow/mlflow:v\d+\.\d+\.\d+", base), base
+    dockerfile = (REPO / svc["build"] / "Dockerfile").read_text()
+    installs = re.findall(r"^RUN pip install .*$", dockerfile, re.M)
+    assert len(installs) == 1 and re.search(r'"psycopg\[binary\]==\d+\.\d+\.\d+"', installs[0]), installs
+    command = " ".join(str(a) for a in svc["command"])
+    assert "pip" not in command and "install" not in command, command
+    assert svc["command"][:2] == ["mlflow", "server"]
+    # the store URI names the driver the image has (SQLAlchemy < 2.1 would pick psycopg2 for postgresql://)
+    assert re.search(r"--backend-store-uri postgresql\+psycopg://\S+@postgres:5432/", command), command
+    # the tag says what is in it
+    mlflow_version = base.rsplit(":v", 1)[1]
+    driver_version = re.search(r"==(\d+\.\d+\.\d+)", installs[0]).group(1)
+    assert svc["image"].endswith(f":{mlflow_version}-psycopg{driver_version}"), svc["image"]
 
 
 def test_mounted_host_paths_exist(compose):
@@ -203,7 +234,7 @@ def test_compose_collector_env_and_endpoints_name_real_services(compose):
         if parsed.hostname == "mlflow":
             assert parsed.path == "/v1/traces" and parsed.port == 5000
             assert "--port 5000" in " ".join(services["mlflow"]["command"])
-            assert "backend-store-uri postgresql://" in " ".join(services["mlflow"]["command"])
+            assert re.search(r"--backend-store-uri postgresql(\+psycopg)?://", " ".join(services["mlflow"]["command"]))
         if parsed.hostname == "jaeger":
             assert parsed.port == 4317  # Jaeger's OTLP gRPC receiver
     targets = {urlsplit(t if "://" in t else f"grpc://{t}").hostname for _, t in exporter_targets}
