@@ -52,4 +52,11 @@ else
   read -ra mlf <<<"${MLFLOW_REQ:-mlflow>=3.1,<4}"
   "$PY" -m pip install -q --disable-pip-version-check -e ".[test]" "${ag2[@]}" "${mlf[@]}"
 fi
+# tests/test_postgres_store.py starts Debian's PostgreSQL server itself (tests/postgres.py); a fresh machine may have
+# only the client: install the server package, non-interactive and quiet (root with apt-get only)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
 exec "$PY" -m pytest "$@"
