@@ -15,6 +15,8 @@ the SDK's OTLP exporter, a real rotel collector, a real ``mlflow server`` (sqlit
 2. Both routes on in one process, to one server (``docker-compose.yml``'s setup): one trace, ``tr-<otel trace id>``,
    in the MLflow sink's experiment, tagged ``ag2_otel.via_otlp=true`` once the collector's copy merged into it; the
    collector's experiment gets nothing; the trace equals the MLflow sink's own.
+3. In process: the exporter wrapper (held until the root, late spans, caps, shutdown; other processors' spans
+   untouched) and the encoding, checked against MLflow's own ingest functions.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ import sys
 import textwrap
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ag2_otel.mapping import mlflow_trace as m
+from ag2_otel.mapping.mlflow_otlp import TRACE_TAG_PREFIX, otlp_value
+from ag2_otel.mapping.mlflow_trace import build_trace_record
+from ag2_otel.sinks.otlp_mlflow import MlflowKeysExporter
 from tests.collector import create_experiment, wait_until
 from tests.test_zero_code_mlflow import CHAT, SPANS, TOTALS, TYPES, clean_env, run_app
 
@@ -197,3 +205,150 @@ def test_plain_genai_spans_when_turned_off(tmp_path, mlflow_server, rotel_factor
     assert _root(trace).span_type in (None, m.UNKNOWN)
     assert trace.info.request_preview != QUESTION and QUESTION in trace.info.request_preview
     assert "ag2_otel.via_otlp" not in trace.info.tags and m.META_USAGE_BY_AGENT not in trace.info.tags
+
+
+# --- in process: the exporter wrapper and the encoding, on real SDK spans and MLflow's own ingest functions ----------
+
+class _Batches(InMemorySpanExporter):
+    """An in-memory exporter that also records each export call's span names."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def export(self, spans):
+        self.batches.append([s.name for s in spans])
+        super().export(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _stored(value):
+    """What MLflow 3.17's OTLP ingest stores for an attribute sent as ``otlp_value(value)``, read back as MLflow reads
+    a span attribute: its own from_otel_proto encoding, then its own sanitize_attributes (mlflow.tracing)."""
+    from mlflow.tracing.otel.translation import sanitize_attributes
+    from mlflow.tracing.utils import dump_span_attribute_value
+
+    return json.loads(sanitize_attributes({"k": dump_span_attribute_value(otlp_value(value))})["k"])
+
+
+@pytest.mark.parametrize("value", [
+    "CHAIN", "200", "3.5", "true", '{"a": 1}', '"quoted"', "[1, 2]", "naïve ünïcode", "", 200, 1.5, True, False,
+    {"messages": [{"role": "user", "content": "hi"}]}, [{"role": "user", "parts": []}], {"input_tokens": 3},
+])
+def test_every_value_is_stored_as_the_mlflow_sink_stores_it(value):
+    assert _stored(value) == value and type(_stored(value)) is type(value)
+
+
+def test_a_null_is_stored_as_the_string_null_which_counts_as_no_usage():
+    assert _stored(None) == "null"  # an OTel attribute cannot be None; MLflow's aggregation skips a non-dict usage
+
+
+def test_auto_turns_the_keys_on_where_mlflow_may_be_behind_the_collector():
+    from ag2_otel.config import ConfigError, load_settings
+
+    auto = load_settings({})
+    assert auto.otlp_mlflow == "auto"
+    assert auto.otlp_mlflow_keys(mlflow_sink_on=False, tracking_uri=None)  # only the collector reaches MLflow
+    assert auto.otlp_mlflow_keys(mlflow_sink_on=True, tracking_uri="http://mlflow:5000")  # may feed that server
+    assert not auto.otlp_mlflow_keys(mlflow_sink_on=True, tracking_uri="sqlite:///mlflow.db")
+    assert not auto.otlp_mlflow_keys(mlflow_sink_on=True, tracking_uri="databricks")
+    assert not auto.otlp_mlflow_keys(mlflow_sink_on=True, tracking_uri=None)  # MLflow's default: a local store
+    assert not load_settings({"AG2_OTEL_OTLP_MLFLOW": "false"}).otlp_mlflow_keys(False, None)
+    assert load_settings({"AG2_OTEL_OTLP_MLFLOW": "TRUE"}).otlp_mlflow_keys(True, "sqlite:///x.db")
+    with pytest.raises(ConfigError, match="AG2_OTEL_OTLP_MLFLOW='maybe' is not valid; use one of: auto, true, false"):
+        load_settings({"AG2_OTEL_OTLP_MLFLOW": "maybe"})
+
+
+def _chat_through(exporter) -> InMemorySpanExporter:
+    """The calculator chat (AG2's OpenAIClient over HTTP), its spans to ``exporter`` and, untouched, to the returned
+    in-memory exporter (another processor on the same provider)."""
+    from ag2_otel import Ag2Instrumentor
+    from tests.test_instrumentation_basic import CALCULATOR_SCRIPT, make_calculator_agents
+
+    plain = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(plain))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = Ag2Instrumentor()
+    instrumentor.instrument(tracer_provider=provider, capture_content=True)
+    try:
+        user, assistant = make_calculator_agents(CALCULATOR_SCRIPT)
+        user.initiate_chat(assistant, message=QUESTION, max_turns=10, silent=True)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    return plain
+
+
+def test_keys_exporter_sends_a_conversation_when_its_root_ends_with_the_mlflow_sinks_mapping():
+    inner = _Batches()
+    plain = _chat_through(MlflowKeysExporter(inner))
+    originals = plain.get_finished_spans()
+    assert len(originals) == SPANS
+    assert not any(k.startswith("mlflow.") for s in originals for k in s.attributes)  # other processors: untouched
+    # each span was exported on its own (SimpleSpanProcessor); the wrapper held them and sent one batch at the root
+    assert inner.batches == [[s.name for s in originals]]
+
+    sent = {s.context.span_id: s for s in inner.get_finished_spans()}
+    record = build_trace_record(originals)
+    for original in originals:
+        copy = sent[original.context.span_id]
+        assert dict(copy.attributes).items() >= dict(original.attributes).items()  # the GenAI attributes as they were
+        assert (copy.name, copy.parent, copy.start_time, copy.end_time) == (
+            original.name, original.parent, original.start_time, original.end_time)
+    for rec in record.spans[1:]:  # every span but the root: the mapping's type, inputs, outputs and added keys
+        attrs = sent[int(rec.span_id, 16)].attributes
+        assert attrs["mlflow.spanType"] == rec.span_type
+        assert json.loads(attrs["mlflow.spanInputs"]) == rec.inputs
+        if rec.outputs is None:  # the last agent turn (termination) has no reply
+            assert "mlflow.spanOutputs" not in attrs
+        else:
+            assert attrs["mlflow.spanOutputs"] == otlp_value(rec.outputs) and _stored(rec.outputs) == rec.outputs
+        if rec.usage is not None:
+            assert json.loads(attrs[m.MLFLOW_CHAT_USAGE]) == rec.usage.to_mlflow()
+    root = sent[int(record.root.span_id, 16)].attributes
+    assert root["mlflow.spanType"] == m.CHAIN
+    assert json.loads(root[TRACE_TAG_PREFIX + m.META_USAGE_BY_AGENT]) == json.loads(record.metadata[
+        m.META_USAGE_BY_AGENT])
+    assert root[TRACE_TAG_PREFIX + m.TAG_OTEL_TRACE_ID] == record.otel_trace_id
+
+
+def _tracer(exporter):
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, provider.get_tracer("tests.parity")
+
+
+def test_late_spans_go_at_once_and_caps_release_the_oldest_conversation():
+    inner = _Batches()
+    keys = MlflowKeysExporter(inner, max_traces=1)
+    provider, tracer = _tracer(keys)
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"}
+    root = tracer.start_span("invoke_workflow x", attributes={"gen_ai.operation.name": "invoke_workflow"})
+    late = tracer.start_span("invoke_agent a", context=_context(root), attributes=agent)
+    root.end()
+    assert inner.batches == [["invoke_workflow x"]]
+    late.end()  # its root is gone: sent on its own, with its span-level keys
+    assert inner.batches[-1] == ["invoke_agent a"]
+    assert inner.get_finished_spans()[-1].attributes["mlflow.spanType"] == m.AGENT
+
+    first = tracer.start_span("invoke_workflow one")
+    tracer.start_span("invoke_agent a", context=_context(first), attributes=agent).end()
+    second = tracer.start_span("invoke_workflow two")
+    tracer.start_span("invoke_agent b", context=_context(second), attributes=agent).end()
+    # max_traces=1: holding "two"'s span released "one"'s, without trace-level keys
+    assert inner.batches[-1] == ["invoke_agent a"]
+    assert not any(k.startswith(TRACE_TAG_PREFIX) for k in inner.get_finished_spans()[-1].attributes)
+    second.end()
+    assert inner.batches[-1] == ["invoke_agent b", "invoke_workflow two"]
+    open_one = tracer.start_span("invoke_workflow three")
+    tracer.start_span("invoke_agent c", context=_context(open_one), attributes=agent).end()
+    provider.shutdown()  # held spans of a conversation still running go out at shutdown
+    assert inner.batches[-1] == ["invoke_agent c"]
+    first.end(), open_one.end()
+
+
+def _context(span):
+    from opentelemetry import trace
+
+    return trace.set_span_in_context(span)
