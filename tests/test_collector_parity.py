@@ -193,6 +193,23 @@ def test_both_routes_to_one_server_give_one_trace_owned_by_the_sink(tmp_path, ml
     assert _without_cost(usage["by_agent"]) == PER_AGENT and usage["mlflow_token_usage"] == TOTALS
 
 
+def test_a_copy_without_our_keys_replaces_the_sinks_spans_on_one_server(tmp_path, mlflow_server, rotel_factory):
+    """Why both routes to one server need the keys (measured, MLflow 3.17.2): with AG2_OTEL_OTLP_MLFLOW=false the
+    collector's plain copy, exported at exit after the MLflow sink's write, merges into the sink's trace (its trace
+    info stands) and MLflow keeps the span rows of the copy that arrived last: the plain ones."""
+    sink_experiment = create_experiment(mlflow_server, "plain-merge")
+    collector = rotel_factory()
+    _run(tmp_path, "plain-merge", MLFLOW_TRACKING_URI=mlflow_server, MLFLOW_EXPERIMENT_ID=sink_experiment,
+         AG2_OTEL_OTLP_MLFLOW="false", OTEL_EXPORTER_OTLP_ENDPOINT=collector.grpc_endpoint,
+         OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_SERVICE_NAME="plain-merge", OTEL_BSP_SCHEDULE_DELAY="600000")
+    # the copy's resource became a tag: it has arrived (the sink's own write has an empty resource)
+    trace = _only_trace(mlflow_server, sink_experiment, ready=lambda t: t.info.tags.get("service.name") == "plain-merge")
+    assert trace.info.request_preview == QUESTION and m.META_USAGE_BY_AGENT in trace.info.trace_metadata
+    assert trace.info.token_usage == TOTALS
+    assert _root(trace).span_type in (None, m.UNKNOWN)  # was CHAIN in the sink's copy
+    assert _client(mlflow_server).search_traces(locations=[collector.experiment_id]) == []
+
+
 @pytest.mark.parametrize("mode", ["false"])
 def test_plain_genai_spans_when_turned_off(tmp_path, mlflow_server, rotel_factory, mode):
     """AG2_OTEL_OTLP_MLFLOW=false: the spans are the plain GenAI ones, mapped by MLflow's own translator (the
