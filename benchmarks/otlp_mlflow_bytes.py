@@ -1,6 +1,7 @@
 """What ``AG2_OTEL_OTLP_MLFLOW`` costs on the wire: OTLP protobuf bytes per span, plain GenAI spans vs the same spans
 with MLflow's keys (``MlflowKeysExporter``), for the calculator chat (AG2's OpenAIClient over HTTP to the scripted
-local model), content capture on and off. Prints one table; no timing.
+local model), content capture on and off; then the CPU the wrapper spends per span (on the batch span processor's
+thread, not the agents'), mapping the same trace again and again.
 
     python benchmarks/otlp_mlflow_bytes.py
 """
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 from ag2_otel import Ag2Instrumentor  # noqa: E402
-from ag2_otel.sinks.otlp_mlflow import MlflowKeysExporter  # noqa: E402
+from ag2_otel.sinks.otlp_mlflow import MlflowKeysExporter, enrich  # noqa: E402
 
 
 class _Collect(InMemorySpanExporter):
@@ -53,6 +54,7 @@ def _size(span) -> int:
 def main() -> None:
     print("| content | span | spans | plain bytes/span | with MLflow keys | added | added % |")
     print("|---|---|---:|---:|---:|---:|---:|")
+    cpu: dict[bool, float] = {}
     for capture in (True, False):
         plain, keyed = _spans(capture)
         by_kind: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -66,6 +68,26 @@ def main() -> None:
             after = sum(k for _, k in pairs) / len(pairs)
             print(f"| {'on' if capture else 'off'} | {kind} | {len(pairs)} | {before:.0f} | {after:.0f} | "
                   f"{after - before:+.0f} | {100 * (after - before) / before:+.0f}% |")
+        cpu[capture] = _cpu_per_span(plain)
+    print()
+    print("| content | CPU per span (enrich, best of 5 x 200 traces) |")
+    print("|---|---:|")
+    for capture, micros in cpu.items():
+        print(f"| {'on' if capture else 'off'} | {micros:.0f} µs |")
+
+
+def _cpu_per_span(spans) -> float:
+    import time
+
+    root = next(s for s in spans if s.parent is None)
+    rest = [s for s in spans if s is not root]
+    best = float("inf")
+    for _ in range(5):
+        started = time.process_time()
+        for _ in range(200):
+            enrich(rest, root)
+        best = min(best, time.process_time() - started)
+    return best / (200 * len(spans)) * 1e6
 
 
 if __name__ == "__main__":
