@@ -67,6 +67,7 @@ MLFLOW_CONFIGS = {"ag2otel-mlflow", "ag2otel-mlflow-inline", "mlflow-autolog-asy
 PEERS = [("ag2-own-null", "AG2-own"), ("mlflow-autolog-async", "autolog-async"),
          ("mlflow-autolog-sync", "autolog-sync")]
 READABLE_DEADLINE_S = 300.0
+MANY_TURNS = 2  # the short conversation of the stored-traces/s section: 2 turns, a tool call, 7 spans
 
 
 # ==================================================================================================================
@@ -496,6 +497,118 @@ def throughput_worker(target_spans: int, repeat: int, workdir: Path) -> dict[str
     }
 
 
+def many_worker(mode: str, chats: int, turns: int) -> dict[str, Any]:
+    """Many short conversations, back to back, as fast as one process runs them; how fast traces are STORED.
+
+    ``ag2otel``: ``ag2_otel.autolog()`` (MlflowSpanProcessor, store writer process) into the local sqlite store.
+    ``chats`` conversations of ``turns`` turns run one after another; timed from the first chat's start until the
+    writer reports every trace stored (``stats["traces_stored"]``, polled every 20 ms, then counted in the store's
+    ``trace_info`` table). A sampler thread reads ``traces_stored`` / ``traces_queued`` every 20 ms: the
+    **sustained** rate is traces stored per second over the time a backlog existed (the writer never idle), i.e. what
+    it holds indefinitely; ``backlog_peak`` is the most traces ever waiting.
+
+    ``mlflow``: MLflow's own tracing writing traces of the same shape (the same span tree, names, inputs/outputs as
+    the mapping gives them) with fluent ``mlflow.start_span`` and MLflow's async trace logging, as fast as it goes;
+    timed from the first span until ``mlflow.flush_trace_async_logging()`` returns. No AG2 conversation runs there:
+    it is the store path alone, so the comparison favours MLflow.
+    """
+    import threading
+
+    sys.path.insert(0, str(HERE))
+    import conversation
+
+    _silence_stdout()
+    conversation.quiet_ag2()
+    import mlflow
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    if mode == "ag2otel":
+        import ag2_otel
+
+        ag2_otel.autolog()
+        processor = ag2_otel.mlflow_processor()
+        conversation.chat(*conversation.build(), turns)  # warm-up: the writer process, the store's schema
+        assert processor.flush(120)
+        base = processor.stats["traces_stored"]
+        samples: list[tuple[float, int, int]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                s = processor.stats
+                samples.append((time.perf_counter(), s["traces_stored"] - base, s["traces_queued"]))
+                stop.wait(0.02)  # sampling period, not synchronisation
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        t0 = time.perf_counter()
+        sampler.start()
+        for _ in range(chats):
+            conversation.chat(*conversation.build(), turns)
+        chats_done = time.perf_counter()
+        deadline = time.monotonic() + READABLE_DEADLINE_S
+        while processor.stats["traces_stored"] - base < chats and time.monotonic() < deadline:
+            if processor.stats["traces_failed"]:
+                break
+            time.sleep(0.02)  # polling the writer's counter against a deadline
+        stored_at = time.perf_counter()
+        stop.set()
+        sampler.join()
+        stats = processor.stats
+        busy = [(t, n) for t, n, queued in samples if queued > 0]
+        sustained = ((busy[-1][1] - busy[0][1]) / (busy[-1][0] - busy[0][0])
+                     if len(busy) > 1 and busy[-1][0] > busy[0][0] else None)
+        with contextlib.closing(sqlite3.connect(f"file:{uri[len('sqlite:///'):]}?mode=ro", uri=True)) as db:
+            in_store = db.execute("SELECT COUNT(*) FROM trace_info").fetchone()[0] - 1  # minus the warm-up
+            spans = db.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+        return {"mode": mode, "chats": chats, "turns": turns, "spans_per_trace": round(spans / (in_store + 1), 1),
+                "chats_per_s": chats / (chats_done - t0), "stored_per_s": chats / (stored_at - t0),
+                "sustained_per_s": sustained, "backlog_peak": stats["backlog_peak"], "batches": stats["batches"],
+                "in_store": in_store, "failed": stats["traces_failed"], "dropped": stats["traces_dropped"]}
+
+    # --- MLflow's own tracing, same trace shape -------------------------------------------------------------------
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from ag2_otel import Ag2Instrumentor
+    from ag2_otel.mapping.mlflow_trace import build_trace_record
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    instrumentor = Ag2Instrumentor()
+    instrumentor.instrument(tracer_provider=provider, capture_content="SPAN_ONLY")
+    conversation.chat(*conversation.build(), turns)
+    instrumentor.uninstrument()
+    finished = list(memory.get_finished_spans())
+    root = next(s for s in finished if s.parent is None)
+    record = build_trace_record(finished, root_span_id=root.context.span_id, complete=True, dropped_spans=0)
+    children: dict[str | None, list[Any]] = {}
+    for rec in record.spans:
+        children.setdefault(rec.parent_id, []).append(rec)
+
+    def emit(rec: Any) -> None:
+        with mlflow.start_span(rec.name, span_type=rec.span_type, attributes=rec.attributes) as span:
+            span.set_inputs(rec.inputs)
+            for child in children.get(rec.span_id, ()):
+                emit(child)
+            span.set_outputs(rec.outputs)
+
+    mlflow.set_experiment("mlflow-own")
+    emit(record.root)  # warm-up
+    mlflow.flush_trace_async_logging()
+    t0 = time.perf_counter()
+    for _ in range(chats):
+        emit(record.root)
+    emitted = time.perf_counter()
+    mlflow.flush_trace_async_logging()
+    stored_at = time.perf_counter()
+    with contextlib.closing(sqlite3.connect(f"file:{uri[len('sqlite:///'):]}?mode=ro", uri=True)) as db:
+        in_store = db.execute("SELECT COUNT(*) FROM trace_info").fetchone()[0] - 1
+    return {"mode": mode, "chats": chats, "turns": turns, "spans_per_trace": len(record.spans),
+            "chats_per_s": chats / (emitted - t0), "stored_per_s": chats / (stored_at - t0), "in_store": in_store}
+
+
 # ==================================================================================================================
 # parent side
 # ==================================================================================================================
@@ -654,7 +767,8 @@ def render(results: dict[str, Any], sizes: list[int], info: dict[str, Any]) -> s
                      for n in sizes) + ".")
 
     tp = results.get("throughput")
-    lines += ["", "## Export into a fresh local MLflow store (sqlite), same spans", ""]
+    if tp is not None:
+        lines += ["", "## Export into a fresh local MLflow store (sqlite), same spans", ""]
     if tp and "error" not in tp:
         lines.append(f"{tp['spans']} ag2-otel spans ({tp['turns']} turns, content on), median of {tp['repeat']}.")
         lines.append("")
@@ -673,23 +787,47 @@ def render(results: dict[str, Any], sizes: list[int], info: dict[str, Any]) -> s
                      f"{tp['inline_root_end_to_readable_ms']:.1f} | — |")
         if not (tp["batched_readable"] and tp["ours_readable"]):
             lines.append("| WARNING: a trace was not readable with all its spans | | |")
-    else:
-        lines.append(f"failed: {tp and tp.get('error')}")
+    elif tp is not None:
+        lines.append(f"failed: {tp.get('error')}")
+
+    many = results.get("many")
+    if many:
+        lines += ["", "## Many short conversations into the local sqlite store (one process, back to back)", ""]
+        lines.append("| writer | traces | spans/trace | chats/s | stored traces/s (first chat → last stored) | "
+                     "sustained store rate (traces/s, while a backlog existed) | backlog peak | store writes |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for mode, label in (("ag2otel", "ag2-otel autolog (writer process, batched)"),
+                            ("mlflow", "MLflow's own tracing, same trace shape (fluent spans, async logging)")):
+            r = many.get(mode)
+            if not r:
+                continue
+            if "error" in r:
+                lines.append(f"| {label} | failed: {r['error'][:120]} | | | | | | |")
+                continue
+            lines.append(f"| {label} | {r['in_store']}/{r['chats']} | {r['spans_per_trace']} | "
+                         f"{_fmt(r['chats_per_s'] if mode == 'ag2otel' else None, '.1f')} | {r['stored_per_s']:.1f} | "
+                         f"{_fmt(r.get('sustained_per_s'), '.1f')} | {_fmt(r.get('backlog_peak'), 'd')} | "
+                         f"{_fmt(r.get('batches'), 'd')} |")
+        lines.append("")
+        lines.append("MLflow's row runs no AG2 conversation (only its spans, as fast as they go), so it favours MLflow. "
+                     "Sustained = traces stored per second over the time the writer had a backlog (never idle): the "
+                     "rate it holds indefinitely; if the backlog never formed, the chats were slower than the writer.")
 
     rss = results.get("rss", {})
-    lines += ["", "## Peak RSS (ru_maxrss) of one process: warm-up + one conversation", ""]
-    lines.append("| process | turns | RSS before chat (MB) | RSS after chat (MB) | peak RSS (MB) | writer process "
-                 "peak (MB) |")
-    lines.append("|---|---:|---:|---:|---:|---:|")
-    for mode in ("untraced", "untraced+mlflow-imported", "traced"):
-        r = rss.get(mode)
-        if r and "error" not in r:
-            label = {"traced": "traced (ag2_otel.autolog, MLflow sink)"}.get(mode, mode)
-            writer = r.get("writer_peak_kb")
-            lines.append(f"| {label} | {r['turns']} | {r['rss_before_kb'] / 1024:.1f} | {r['rss_after_kb'] / 1024:.1f} "
-                         f"| {r['ru_maxrss_kb'] / 1024:.1f} | {_fmt(writer and writer / 1024, '.1f')} |")
-        elif r:
-            lines.append(f"| {mode} | failed: {r['error'][:80]} | | | |")
+    if rss:
+        lines += ["", "## Peak RSS (ru_maxrss) of one process: warm-up + one conversation", ""]
+        lines.append("| process | turns | RSS before chat (MB) | RSS after chat (MB) | peak RSS (MB) | writer process "
+                     "peak (MB) |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for mode in ("untraced", "untraced+mlflow-imported", "traced"):
+            r = rss.get(mode)
+            if r and "error" not in r:
+                label = {"traced": "traced (ag2_otel.autolog, MLflow sink)"}.get(mode, mode)
+                writer = r.get("writer_peak_kb")
+                lines.append(f"| {label} | {r['turns']} | {r['rss_before_kb'] / 1024:.1f} | {r['rss_after_kb'] / 1024:.1f} "
+                             f"| {r['ru_maxrss_kb'] / 1024:.1f} | {_fmt(writer and writer / 1024, '.1f')} |")
+            elif r:
+                lines.append(f"| {mode} | failed: {r['error'][:80]} | | | |")
 
     lines += ["", "## Targets", ""]
     lines.append("| target | measured | result |")
@@ -722,6 +860,12 @@ def targets(results: dict[str, Any], sizes: list[int]) -> list[tuple[str, str, b
         else:
             out.append((target, f"{value:{fmt}}{unit} (limit {limit:{fmt}}{unit})", value <= limit))
 
+    def at_least(target: str, value: float | None, floor: float, fmt: str, unit: str = "") -> None:
+        if value is None:
+            out.append((target, "not measured", None))
+        else:
+            out.append((target, f"{value:{fmt}}{unit} (floor {floor:{fmt}}{unit})", value >= floor))
+
     check(f"overhead/turn at {mid} turns, null sink ≤ 0.35 ms", overhead("ag2otel-null", mid), 0.35, ".3f", " ms")
     check(f"overhead/turn at {mid} turns, MLflow sink (autolog default: writer process) ≤ 1.0 ms",
           overhead("ag2otel-mlflow", mid), 1.0, ".3f", " ms")
@@ -748,8 +892,21 @@ def targets(results: dict[str, Any], sizes: list[int]) -> list[tuple[str, str, b
         check(f"root end → trace readable ≤ 1.2× batched write ({tp['batched_write_ms']:.1f} ms): "
               f"{tp['ours_root_end_to_readable_ms']:.1f} ms", tp["ours_root_end_to_readable_ms"] /
               tp["batched_write_ms"], 1.2, ".2f", "×")
+        at_least(f"one {tp['spans']}-span trace: ≥ 1,300 spans/s (first on_start → readable)", tp["ours_spans_per_s"],
+                 1300, ",.0f", " spans/s")
     else:
         out.append(("export throughput / readable latency", "not measured", None))
+    many = results.get("many") or {}
+    ours, theirs = many.get("ag2otel") or {}, many.get("mlflow") or {}
+    if "stored_per_s" in ours:
+        at_least(f"short conversations ({ours['spans_per_trace']} spans): sustained store rate ≥ 150 traces/s",
+                 ours.get("sustained_per_s"), 150, ".1f", " traces/s")
+        at_least("  (info) stored traces/s, first chat → last stored ≥ 150", ours["stored_per_s"], 150, ".1f")
+        if "stored_per_s" in theirs:
+            at_least(f"stored traces/s ≥ 4× MLflow's own tracing ({theirs['stored_per_s']:.1f}/s)",
+                     ours["stored_per_s"] / theirs["stored_per_s"], 4.0, ".2f", "×")
+    else:
+        out.append(("short conversations: stored traces/s", "not measured", None))
     rss = results.get("rss", {})
     t, u = rss.get("traced"), rss.get("untraced")
     if t and u and "error" not in t and "error" not in u:
@@ -765,6 +922,9 @@ def parent_main(args: argparse.Namespace) -> int:
     repeat = args.repeat or (1 if args.quick else 3)
     target_spans = 120 if args.quick else 500
     configs = [c for c, _ in CONFIGS if not args.only or c in args.only.split(",")]
+    if args.many_only:
+        configs = []
+    many_chats = args.many_chats or (40 if args.quick else 300)
     import importlib.metadata as md
 
     def version(dist: str) -> str:
@@ -810,6 +970,20 @@ def parent_main(args: argparse.Namespace) -> int:
             print(f"[bench] {config} done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
 
         if not args.only:
+            results["many"] = {}
+            for mode in ("ag2otel", "mlflow"):
+                print(f"[bench] {many_chats} short conversations, {mode} ...", file=sys.stderr, flush=True)
+                workdir = root / f"many-{mode}"
+                env = _base_env(workdir)
+                env["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "true"
+                try:
+                    results["many"][mode] = _run_worker(
+                        ["--many", mode, "--many-chats", str(many_chats), "--turns", str(MANY_TURNS)],
+                        env, workdir, timeout)
+                except Exception as exc:  # noqa: BLE001
+                    results["many"][mode] = {"error": f"{type(exc).__name__}: {exc}"}
+                    print(f"[bench] many {mode} FAILED: {exc}", file=sys.stderr, flush=True)
+        if not args.only and not args.many_only:
             print(f"[bench] export throughput (~{target_spans} spans) ...", file=sys.stderr, flush=True)
             workdir = root / "throughput"
             try:
@@ -843,6 +1017,7 @@ def parent_main(args: argparse.Namespace) -> int:
     failed += [f"{c}@{n}" for c, r in results["configs"].items() if "error" not in r
                for n, size in r["sizes"].items() if "error" in size]
     failed += [k for k in ("throughput",) if "error" in (results.get("throughput") or {})]
+    failed += [f"many:{m}" for m, r in results.get("many", {}).items() if "error" in r]
     failed += [f"rss:{m}" for m, r in results.get("rss", {}).items() if "error" in r]
     if failed:
         print(f"\n[bench] failed: {', '.join(failed)}", file=sys.stderr)
@@ -856,18 +1031,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI size: turns 10,20, repeat 1, ~120-span throughput")
     parser.add_argument("--only", help="comma-separated configurations (skips throughput and RSS)")
     parser.add_argument("--json", help="also write all raw results to this file")
+    parser.add_argument("--many-chats", type=int,
+                        help="short conversations in the stored-traces/s section (default 300, --quick 40)")
+    parser.add_argument("--many-only", action="store_true", help="only the short-conversations section")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stores and logs")
     # internal (subprocess) modes
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--throughput", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rss", help=argparse.SUPPRESS)
+    parser.add_argument("--many", help=argparse.SUPPRESS)
     parser.add_argument("--turns", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.worker or args.throughput or args.rss:
-        if args.worker:
+    if args.worker or args.throughput or args.rss or args.many:
+        if args.many:
+            out = many_worker(args.many, args.many_chats, args.turns)
+        elif args.worker:
             out = worker_main(args.worker, [int(s) for s in args.sizes.split(",")], args.repeat)
         elif args.throughput:
             out = throughput_worker(args.throughput, args.repeat, Path(args.workdir))
