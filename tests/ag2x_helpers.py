@@ -6,6 +6,9 @@ from __future__ import annotations
 import uuid
 
 import mlflow
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ag2_otel.scripted import Step, ToolCall
 from tests.scripted_llm import API_KEY, DEFAULT_MODEL, SCRIPT_HEADER, server
@@ -46,6 +49,15 @@ def calculator_agent(script=SCRIPT, *, streaming: bool = False, name: str = "ass
     from ag2 import Agent
 
     return Agent(name, INSTRUCTIONS, config=openai_config(script, streaming=streaming), tools=[calculator], **kwargs)
+
+
+def memory_provider() -> TracerProvider:
+    """A TracerProvider whose finished spans stay in memory (``provider.exporter``)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.exporter = exporter
+    return provider
 
 
 def use_local_store(tmp_path) -> str:

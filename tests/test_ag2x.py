@@ -16,9 +16,6 @@ pytest.importorskip("ag2.middleware.builtin.telemetry",
                     reason="AG2 1.x with its tracing extra is not installed (pip install 'ag2[openai,tracing]==1.2.1')")
 
 import mlflow  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 import ag2_otel  # noqa: E402
 from ag2_otel.mapping.mlflow_trace import build_trace_record  # noqa: E402
@@ -40,11 +37,7 @@ def store(_store_dir):
 
 @pytest.fixture
 def provider():
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer_provider.exporter = exporter
-    yield tracer_provider
+    yield h.memory_provider()
     ag2_otel.autolog(disable=True)
 
 
@@ -321,3 +314,20 @@ def test_demo_ag2x_offline(tmp_path):
            "'cache_read_input_tokens': 128}" in done.stdout
     assert done.stdout.count("execute_tool calculator (TOOL)") == 4 and "record_usage model_call (LLM)" in done.stdout
     assert (tmp_path / "mlflow.db").exists()
+
+
+def test_hub_traceparent_joins_the_callers_trace(store, provider):
+    """A network hub hands a turn the envelope span's W3C traceparent (context.dependencies, as AG2's network handler
+    does): the remote agent's turn is part of the caller's trace, its root's parent is the remote span."""
+    from ag2._telemetry_consts import TRACEPARENT_DEP_KEY
+
+    trace_id, span_id = 0x0AF7651916CD43DD8448EB211C80319C, 0x00F067AA0BA902B7
+    ag2_otel.autolog(tracer_provider=provider)
+    reply = asyncio.run(h.calculator_agent().ask(
+        h.QUESTION, dependencies={TRACEPARENT_DEP_KEY: f"00-{trace_id:032x}-{span_id:016x}-01"}))
+    assert reply.body == h.ANSWER
+    assert _one_trace_id(provider) == trace_id
+    root = next(s for s in provider.exporter.get_finished_spans() if s.name == "invoke_agent assistant")
+    assert root.parent.span_id == span_id and root.parent.is_remote
+    trace = h.mlflow_trace_of(trace_id)
+    _assert_calculator_trace(trace)

@@ -15,9 +15,6 @@ pytest.importorskip("ag2.middleware.builtin.telemetry",
 pytest.importorskip("autogen", reason="AG2 classic (the autogen module) is not installed beside AG2 1.x")
 
 import mlflow  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 import ag2_otel  # noqa: E402
 from ag2_otel import package  # noqa: E402
@@ -28,11 +25,7 @@ from tests import test_seed as seed  # noqa: E402
 @pytest.fixture
 def provider(tmp_path):
     previous = h.use_local_store(tmp_path)
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer_provider.exporter = exporter
-    yield tracer_provider
+    yield h.memory_provider()
     ag2_otel.autolog(disable=True)
     mlflow.set_tracking_uri(previous)
 

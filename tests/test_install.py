@@ -6,8 +6,10 @@
 - ``autogen==0.14.1`` beside ``ag2==1.2.1`` (no shared files), no MLflow: the classic module is instrumented (the check
   is on the module, not a distribution name); ``autolog()`` says which MLflow extra to install or
   ``AG2_OTEL_MLFLOW=false``, and with that set traces.
-- ``ag2==1.2.1`` alone, ``pyautogen==0.10.0`` (Microsoft's proxy): one warning naming what is installed and what is
-  supported; ``autolog()`` returns; ``opentelemetry-instrument`` runs the app.
+- ``pyautogen==0.10.0`` (Microsoft's proxy): one warning naming what is installed and what is supported; ``autolog()``
+  returns; ``opentelemetry-instrument`` runs the app.
+- ``ag2[openai,tracing]==1.2.1`` + newest MLflow (issue #14): ``pip install ag2-otel`` leaves ag2 at 1.2.1 and changes
+  nothing installed; the 1.x calculator with only ``ag2_otel.autolog()`` gives exact MLflow totals.
 """
 
 from __future__ import annotations
@@ -95,6 +97,26 @@ out["spans"] = sorted(s.name for s in spans)
 out["input_tokens"] = sum(s.attributes.get("gen_ai.usage.input_tokens", 0) for s in spans)
 out["check"] = ag2_otel.package.check_ag2().message()
 print("RESULT " + json.dumps(out))
+"""
+
+AG2X_CALCULATOR = r"""
+import asyncio, json
+import mlflow
+import ag2_otel
+from ag2 import Agent
+from ag2_otel.demo import AG2X_QUESTION, AG2X_SCRIPT, scripted_openai_config
+
+mlflow.set_experiment("install-ag2x")
+ag2_otel.autolog()
+def calculator(a: int, b: int, operator: str) -> int:
+    '''A simple calculator'''
+    return {"+": a + b, "-": a - b, "*": a * b, "/": int(a / b)}[operator]
+agent = Agent("assistant", "You calculate.", config=scripted_openai_config(list(AG2X_SCRIPT)), tools=[calculator])
+reply = asyncio.run(agent.ask(AG2X_QUESTION))
+trace = mlflow.get_trace(mlflow.get_last_active_trace_id())
+print("RESULT " + json.dumps({"body": reply.body, "usage": trace.info.token_usage,
+                              "types": sorted({s.span_type for s in trace.data.spans}),
+                              "request": trace.info.request_preview, "response": trace.info.response_preview}))
 """
 
 ZERO_CODE = ("from ag2_otel import Ag2Instrumentor; "
@@ -235,8 +257,36 @@ def test_classic_autogen_beside_ag2_1x_is_instrumented_and_mlflow_missing_says_w
     assert probe["dist_conflict"] is None and probe["instrumented"] is True
 
 
+def test_pip_install_beside_ag2_1x_and_mlflow_keeps_ag2_and_traces_the_1x_calculator():
+    """Issue #14's done-when: a venv holding ag2[openai,tracing]==1.2.1 and MLflow, then `pip install <this repo>`."""
+    base = venvs.ensure("install-ag21.2.1-mlflow", ["ag2[openai,tracing]==1.2.1", "mlflow"])
+    venvs.reset(base)
+    built = venvs.base_set(base)
+    assert built["ag2"] == "1.2.1" and not built.keys() & {"autogen", "pyautogen"}
+
+    report = json.loads(venvs.pip(base, "install", "--dry-run", "--quiet", "--report", "-", str(venvs.ROOT)).stdout)
+    to_install = {venvs.canonical(item["metadata"]["name"]): item["metadata"]["version"] for item in report["install"]}
+    assert "ag2-otel" in to_install and not to_install.keys() & (AUTOGEN_NAMES | MLFLOW_NAMES), to_install
+    assert not to_install.keys() & built.keys() - {"ag2-otel"}, to_install  # nothing re-versioned
+
+    venvs.pip(base, "install", "-q", str(venvs.ROOT))
+    after = venvs.installed(base)
+    assert after["ag2"] == "1.2.1" and not after.keys() & {"autogen", "pyautogen"}
+    assert {n: (v, after.get(n)) for n, v in built.items() if after.get(n) != v} == {}
+
+    probe = _result(venvs.run(base, PROBE, env={"MLFLOW_TRACKING_URI": f"sqlite:///{base}/scratch/probe.db"}))
+    assert probe["dist_conflict"] is None and probe["instrumented"] is True and _ours(probe["warnings"]) == []
+    result = _result(venvs.run(base, AG2X_CALCULATOR,
+                               env={"MLFLOW_TRACKING_URI": f"sqlite:///{base}/scratch/mlflow.db"}))
+    assert result["usage"] == {"input_tokens": 1120, "output_tokens": 120, "total_tokens": 1240,
+                               "cache_read_input_tokens": 128}
+    assert result["types"] == ["AGENT", "CHAT_MODEL", "LLM", "TOOL"]
+    assert result["request"] == "What is (44232 + 13312 / (232 - 32)) * 5?"
+    assert result["response"] == result["body"] == "(44232 + 13312 / (232 - 32)) * 5 = 221490."
+    assert "app ran; instrumented: True" in _zero_code(base)
+
+
 @pytest.mark.parametrize("tag, requirements, named", [
-    ("install-ag21.2.1", ["ag2==1.2.1"], "ag2 1.2.1 (AG2 1.x: a different framework"),
     ("install-pyautogen0.10.0", ["pyautogen==0.10.0"], "pyautogen 0.10.0 (a proxy for Microsoft's autogen-agentchat"),
 ])
 def test_no_ag2_classic_one_warning_and_the_app_runs(tag, requirements, named):
