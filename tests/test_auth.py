@@ -28,6 +28,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ag2_otel.mapping import mlflow_trace as m
+from tests.collector import wait_until
 from tests.servers import MlflowServer
 from tests.test_zero_code_mlflow import CHAT, SPANS, TOTALS, assert_sqlite_trace, clean_env, run_app
 
@@ -114,11 +115,23 @@ def _traces(url: str, experiment_name: str, monkeypatch) -> list:
     return traces
 
 
+def _stored(url: str, experiment_name: str, monkeypatch):
+    """The experiment's one trace once all its spans are stored: the writer process finishes what it received after
+    the application exits (within AG2_OTEL_EXIT_FLUSH_TIMEOUT the application waits; a loaded box can take longer)."""
+    def complete():
+        traces = _traces(url, experiment_name, monkeypatch)
+        return traces if len(traces) == 1 and len(traces[0].data.spans) == SPANS else None
+
+    return wait_until(complete, 90, f"the trace in experiment {experiment_name}", poll_s=0.5)
+
+
 def _auth_warnings(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("ag2_otel") and "HTTP 40" in line]
+    return [line for line in stderr.splitlines() if "ag2_otel: " in line and "HTTP 40" in line]
 
 
 APP = "import ag2_otel\nag2_otel.autolog()\n" + textwrap.dedent(CHAT)
+# the application's own log at DEBUG for ag2_otel (what caplog would see in-process), on its stderr
+DEBUG_LOG = "import logging, sys\nlogging.basicConfig(stream=sys.stderr)\nlogging.getLogger('ag2_otel').setLevel(10)\n"
 APP_SETS_CREDENTIALS = textwrap.dedent("""
     import os, sys
     import ag2_otel  # imported first: the credentials come after, in code, before autolog()
@@ -137,13 +150,13 @@ def test_right_password_stores_the_trace(auth_server, tmp_path, monkeypatch):
                MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=PASSWORD)
     assert run.returncode == 0, run.stderr[-4000:]
     assert "ag2_otel:" not in run.stderr.replace("ag2_otel.store_writer", ""), run.stderr[-4000:]
-    (trace,) = _traces(auth_server, name, monkeypatch)
+    (trace,) = _stored(auth_server, name, monkeypatch)
     assert_sqlite_trace(trace)
 
 
 def test_wrong_password_one_warning_naming_the_variables_app_unaffected(auth_server, tmp_path, monkeypatch):
     name = f"auth-{uuid.uuid4().hex[:8]}"
-    app = APP + "user.initiate_chat(assistant, message='again', max_turns=10)\nprint('SECOND_DONE')\n"
+    app = DEBUG_LOG + APP + "user.initiate_chat(assistant, message='again', max_turns=10)\nprint('SECOND_DONE')\n"
     run = _run(tmp_path, app, MLFLOW_TRACKING_URI=auth_server, MLFLOW_EXPERIMENT_NAME=name,
                MLFLOW_TRACKING_USERNAME=USER, MLFLOW_TRACKING_PASSWORD=WRONG_PASSWORD)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -185,7 +198,7 @@ def test_credentials_set_in_code_after_import_before_autolog(auth_server, tmp_pa
     assert run.returncode == 0, run.stderr[-4000:]
     assert not any(secret in run.stderr + run.stdout for secret in SECRETS)
     assert _auth_warnings(run.stderr) == [], run.stderr[-4000:]
-    (trace,) = _traces(auth_server, name, monkeypatch)
+    (trace,) = _stored(auth_server, name, monkeypatch)
     assert trace.info.token_usage == TOTALS and len(trace.data.spans) == SPANS
     assert m.TAG_INCOMPLETE not in trace.info.tags
 
@@ -200,7 +213,7 @@ def test_bearer_token_reaches_the_server(auth_server):
 
 
 def test_wrong_token_names_the_token_variable(auth_server, tmp_path):
-    run = _run(tmp_path, APP, MLFLOW_TRACKING_URI=auth_server, MLFLOW_EXPERIMENT_NAME=f"auth-{uuid.uuid4().hex[:8]}",
+    run = _run(tmp_path, DEBUG_LOG + APP, MLFLOW_TRACKING_URI=auth_server, MLFLOW_EXPERIMENT_NAME=f"auth-{uuid.uuid4().hex[:8]}",
                MLFLOW_TRACKING_TOKEN="tok-wrong-" + WRONG_PASSWORD)
     assert run.returncode == 0, run.stderr[-4000:]
     (warning,) = _auth_warnings(run.stderr)
