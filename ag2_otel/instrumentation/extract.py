@@ -53,8 +53,9 @@ def _short_text(value: Any) -> str:
     return to_text(value, _MAX_ID_CHARS)
 
 
-def _token_count(value: Any) -> int | None:
-    """A token count as a provider reports it: a non-bool int in [0, 2**63) (what an OTLP int64 holds), else None."""
+def token_count(value: Any) -> int | None:
+    """A token count as a provider reports it: a non-bool int in [0, 2**63) (what an OTLP int64 holds), else None.
+    The one rule for counts read from AG2's and the provider SDKs' usage objects (here and in provider_tap)."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
         return int(value)
     return None
@@ -283,7 +284,7 @@ def _usage_numbers(usage: Any) -> dict:
     out = _get(usage, "completion_tokens", None)
     if out is None:
         out = _get(usage, "output_tokens", None)
-    inp, out = _token_count(inp), _token_count(out)  # negative, bool, str, float: not a count, not recorded
+    inp, out = token_count(inp), token_count(out)  # negative, bool, str, float: not a count, not recorded
     if inp is not None:
         attrs[k.USAGE_INPUT_TOKENS] = inp
     if out is not None:
@@ -293,19 +294,19 @@ def _usage_numbers(usage: Any) -> dict:
         cached = _get(_get(usage, "input_tokens_details", None), "cached_tokens", None)  # Responses API
     if cached is None:
         cached = _get(usage, "cache_read_input_tokens", None)
-    cached = _token_count(cached)
+    cached = token_count(cached)
     if cached:
         attrs[k.USAGE_CACHE_READ_INPUT_TOKENS] = cached
     created = _get(usage, "cache_creation_input_tokens", None)
     if created is None:
         created = _get(_get(usage, "prompt_tokens_details", None), "cache_write_tokens", None)  # openai >= 2
-    created = _token_count(created)
+    created = token_count(created)
     if created:
         attrs[k.USAGE_CACHE_CREATION_INPUT_TOKENS] = created
     reasoning = _get(_get(usage, "completion_tokens_details", None), "reasoning_tokens", None)
     if reasoning is None:
         reasoning = _get(_get(usage, "output_tokens_details", None), "reasoning_tokens", None)  # Responses API
-    reasoning = _token_count(reasoning)
+    reasoning = token_count(reasoning)
     if reasoning:
         attrs[k.USAGE_REASONING_OUTPUT_TOKENS] = reasoning
     return attrs

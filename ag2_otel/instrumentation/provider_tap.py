@@ -31,6 +31,7 @@ import wrapt
 
 from .. import semconv as k
 from .content import to_text
+from .extract import token_count
 from .telemetry import log_once
 
 logger = logging.getLogger("ag2_otel")
@@ -67,12 +68,8 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
 def _numbers(**values: Any) -> Usage:
-    return {key: n for key, value in values.items() if (n := _count(value)) is not None}
+    return {key: n for key, value in values.items() if (n := token_count(value)) is not None}
 
 
 def openai_usage(usage: Any) -> Usage:

@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from ag2_otel.mapping.mlflow_trace import build_trace_record
 from ag2_otel.mapping.mlflow_wire import mlflow_trace_id
 from ag2_otel.sinks.trace_job import TraceJob
+from ag2_otel.sinks.warn_once import WarnOnce
 
 _logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class MlflowSpanProcessor(SpanProcessor):
         self._written: OrderedDict[int, set[int]] = OrderedDict()  # trace id -> span ids already written
         self._refused: OrderedDict[int, None] = OrderedDict()  # trace ids refused at max_traces
         self._stats = ProcessorStats()
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(_logger)
         self._shutdown = False
 
     @property
@@ -446,11 +447,6 @@ class MlflowSpanProcessor(SpanProcessor):
             self._stats.write_timeouts += 1
         self._warn_once("timeout", "MLflow did not store a trace within write_timeout=%ss; it is still "
                         "queued (mlflow.get_trace may not find it yet)", self._write_timeout)
-
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            _logger.warning("ag2_otel: " + message, *args)
 
     def _error_once(self, where: str, exc: BaseException) -> None:
         # Type only: messages from a store or HTTP client can carry URIs with credentials. Details at DEBUG.

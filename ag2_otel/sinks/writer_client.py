@@ -32,6 +32,7 @@ from typing import Any
 
 from ag2_otel.sinks.span_snapshot import snapshot
 from ag2_otel.sinks.trace_job import JobResult, TraceJob
+from ag2_otel.sinks.warn_once import WarnOnce
 
 _logger = logging.getLogger(__name__)
 DEBUG_ENV = "AG2_OTEL_DEBUG_WRITER"  # documented in config.ENV_VARS
@@ -84,7 +85,7 @@ class StoreWriterClient:
         self._seq = 0
         self._stats = WriterStats()
         self._resent: set[int] = set()  # seqs sent again to a new child after the old one died taking them
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(_logger)
         self._closed = False
         self._conn: Connection | None = None
         self._proc: subprocess.Popen | None = None
@@ -113,7 +114,7 @@ class StoreWriterClient:
                 self._cv.wait_for(lambda: len(self._queue) < self._max_queued, wait)
             if len(self._queue) >= self._max_queued:
                 self._stats.traces_dropped += 1
-                self._warn_once("queue", "ag2_otel: %d traces are waiting for the MLflow store writer "
+                self._warn_once("queue", "%d traces are waiting for the MLflow store writer "
                                 "(AG2_OTEL_MAX_TRACES); dropping new traces (counted in stats)", self._max_queued)
                 return True
             self._seq += 1
@@ -126,7 +127,7 @@ class StoreWriterClient:
                 self._stats.backlog_peak = backlog
             self._cv.notify_all()
         if backlog * 2 > self._max_queued >= 2:
-            self._warn_once("backlog", "ag2_otel: %d traces are waiting for the MLflow store writer, over half of "
+            self._warn_once("backlog", "%d traces are waiting for the MLflow store writer, over half of "
                             "AG2_OTEL_MAX_TRACES=%d: conversations end faster than the store takes them; past the "
                             "bound new traces are dropped (see mlflow_processor().stats)", backlog, self._max_queued)
         return True
@@ -195,7 +196,7 @@ class StoreWriterClient:
             conn = Connection(os.dup(mine.fileno()))
             mine.close()
         except Exception as exc:  # noqa: BLE001
-            self._warn_once("start", "ag2_otel: could not start the MLflow store writer process (%s); writing "
+            self._warn_once("start", "could not start the MLflow store writer process (%s); writing "
                             "in-process instead", type(exc).__name__)
             return False
         self._proc, self._conn = proc, conn
@@ -224,7 +225,7 @@ class StoreWriterClient:
                 self.write_path, self.missing = message[1].get("write_path"), message[1].get("missing")
                 if self.write_path is None:  # an MLflow it cannot write to: the caller writes in-process from now
                     self._available = False
-                    self._warn_once("unsupported", "ag2_otel: the MLflow store writer cannot write with this MLflow "
+                    self._warn_once("unsupported", "the MLflow store writer cannot write with this MLflow "
                                     "(no %s); writing in-process instead", self.missing)
         self._on_child_exit(conn)
 
@@ -247,7 +248,7 @@ class StoreWriterClient:
                 self._available = False
                 return None
             self._stats.restarts += 1
-        self._warn_once("restart", "ag2_otel: the MLflow store writer process exited; restarting it (at most %d "
+        self._warn_once("restart", "the MLflow store writer process exited; restarting it (at most %d "
                         "times; counted in stats)", self._max_restarts)
         if not self._start():
             self._available = False
@@ -345,10 +346,5 @@ class StoreWriterClient:
         if event is not None:
             event.set()
         if error is not None:
-            self._warn_once("error:" + error, "ag2_otel: the MLflow store writer could not store a trace (%s); "
+            self._warn_once("error:" + error, "the MLflow store writer could not store a trace (%s); "
                             "further failures are only counted", error)
-
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            _logger.warning(message, *args)
