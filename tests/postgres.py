@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,15 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.collector import free_port
 from tests.servers import MlflowServer
 
 READY_DEADLINE_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_bindir() -> Path | None:
@@ -47,7 +41,7 @@ class PostgresServer:
 
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="ag2otel-pg-"))  # not pytest's tmp: that is 0700 root's
         self.data = self.root / "data"
         self.user = "postgres"
