@@ -38,7 +38,6 @@ from typing import Any, Iterable
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ag2_otel.mapping.mlflow_trace import build_trace_record
 from ag2_otel.mapping.mlflow_wire import mlflow_trace_id
 from ag2_otel.sinks.trace_job import TraceJob
 from ag2_otel.sinks.warn_once import WarnOnce
@@ -105,11 +104,10 @@ class MlflowSpanProcessor(SpanProcessor):
     ) -> None:
         if writer not in ("process", "inline"):
             raise ValueError(f"writer must be 'process' or 'inline', not {writer!r}")
-        self._inline_writer: Any = None  # built (importing mlflow, seconds) only when a trace is written in-process
-        self._inline_reads: Any = None
+        self._inline_executor: Any = None  # built (importing mlflow, seconds) only when a trace is written in-process
         self._write_timeout = write_timeout
         if writer == "inline":
-            self._writer  # noqa: B018 - pay the import here, not at the first trace
+            self._inline  # noqa: B018 - pay the import here, not at the first trace
         self._store = None  # the store writer process (writer="process"), see writer_client.py
         if writer == "process":
             from ag2_otel.sinks import read_barrier
@@ -148,15 +146,13 @@ class MlflowSpanProcessor(SpanProcessor):
         self._shutdown = False
 
     @property
-    def _writer(self) -> Any:
-        if self._inline_writer is None:
-            from ag2_otel.sinks import read_barrier
-            from ag2_otel.sinks.mlflow_writer import InlineReads, MlflowWriter
+    def _inline(self) -> Any:
+        """The in-process executor (mlflow_writer.InlineExecutor), built at first use."""
+        if self._inline_executor is None:
+            from ag2_otel.sinks.mlflow_writer import InlineExecutor
 
-            self._inline_reads = InlineReads(self._write_timeout)
-            read_barrier.register(self._inline_reads)
-            self._inline_writer = MlflowWriter()
-        return self._inline_writer
+            self._inline_executor = InlineExecutor(self._write_timeout)
+        return self._inline_executor
 
     @property
     def stats(self) -> dict[str, int]:
@@ -372,8 +368,8 @@ class MlflowSpanProcessor(SpanProcessor):
             done = True
             if self._store is not None:
                 done = self._store.flush(timeout)
-            if self._inline_writer is not None:
-                done = self._inline_writer.flush(timeout) and done
+            if self._inline_executor is not None:
+                done = self._inline_executor.flush(timeout) and done
             return done
         except Exception as exc:  # noqa: BLE001
             self._error_once("flush", exc)
@@ -382,65 +378,53 @@ class MlflowSpanProcessor(SpanProcessor):
     # --- internals -----------------------------------------------------------------------------------------------
     def _export(self, buffer: _Buffer, root: ReadableSpan | None, *, complete: bool,
                 on_root_thread: bool = False) -> None:
+        """One trace, one job, one of two executors: the writer process where it can take the job (a destination
+        it writes, not nested under the user's MLflow span, the process up), else the in-process replay."""
         try:
             spans = [*buffer.spans, root] if root is not None else buffer.spans
             if not spans:
                 return
-            if self._store is not None and buffer.mlflow_parent is None and self._hand_off(buffer, root, spans,
-                                                                                          complete, on_root_thread):
-                return
-            self._write_inline(buffer, root, spans, complete=complete)
+            nested = buffer.mlflow_parent is not None
+            job = self._job(buffer, root, spans, complete, to_process=self._store is not None and not nested)
+            if (job.destination is not None
+                    and self._store.submit(job, wait=None if complete else self._write_timeout)):
+                executor: Any = self._store
+                if on_root_thread:
+                    self._read_barrier.note_last_trace(job.trace_id)
+            else:
+                _local.replaying = True
+                try:
+                    record = self._inline.submit(job, parent=buffer.mlflow_parent)
+                finally:
+                    _local.replaying = False
+                if record is None:
+                    return
+                # Nested under a user's MLflow span: MLflow writes when that span ends, nothing to wait for here.
+                executor = None if nested else self._inline
+            with self._lock:
+                self._stats.traces_written += 1
+                if not (complete if executor is self._store else record.complete):
+                    self._stats.incomplete_traces_written += 1
+            if complete and self._wait and executor is not None and not executor.wait_for(job.trace_id,
+                                                                                         self._write_timeout):
+                self._count_timeout()
         except Exception as exc:  # noqa: BLE001
             with self._lock:
                 self._stats.write_errors += 1
             self._error_once("write", exc)
 
-    def _hand_off(self, buffer: _Buffer, root: ReadableSpan | None, spans: list, complete: bool,
-                  on_root_thread: bool) -> bool:
-        """Queue the trace for the store writer process. False: this URI or state needs the in-process writer."""
-        destination = _process_destination()
-        if destination is None:
-            return False
+    def _job(self, buffer: _Buffer, root: ReadableSpan | None, spans: list, complete: bool, *,
+             to_process: bool) -> TraceJob:
         # A root without a parent owns its OTel trace id: same id in MLflow (tr-<hex>), easy to match with a
         # collector backend. Anything else (remote parent, a parent from another provider) may share it: fresh id.
         own_id = root is not None and root.parent is None
         trace_id = mlflow_trace_id(buffer.trace_id if own_id else uuid.uuid4().int)
         if self._extra_metadata is None:
             self._extra_metadata = _source_metadata()
-        job = TraceJob(trace_id, destination, buffer.trace_id, root.context.span_id if root is not None else None,
-                       complete, buffer.dropped, self._extra_metadata, self._retry_timeout, spans)
-        if not self._store.submit(job, wait=None if complete else self._write_timeout):
-            return False
-        with self._lock:
-            self._stats.traces_written += 1
-            if not complete:
-                self._stats.incomplete_traces_written += 1
-        if on_root_thread:
-            self._read_barrier.note_last_trace(trace_id)
-        if complete and self._wait and not self._store.wait_for(trace_id, self._write_timeout):
-            self._count_timeout()
-        return True
-
-    def _write_inline(self, buffer: _Buffer, root: ReadableSpan | None, spans: list, *, complete: bool) -> None:
-        # root None: spans of the finished-span path whose local root never arrived (the mapping picks the top)
-        record = build_trace_record(spans, root_span_id=root.context.span_id if root is not None else None,
-                                    complete=complete, dropped_spans=buffer.dropped)
-        if record is None:
-            return
-        _local.replaying = True
-        try:
-            written = self._writer.write(record, parent=buffer.mlflow_parent)
-        finally:
-            _local.replaying = False
-        if buffer.mlflow_parent is None:  # a trace of its own, stored by MLflow's async writer: reads wait for it
-            self._inline_reads.replayed(written)
-        with self._lock:
-            self._stats.traces_written += 1
-            if not record.complete:
-                self._stats.incomplete_traces_written += 1
-        # Nested under a user's MLflow span: MLflow writes when that span ends, nothing to wait for here.
-        if complete and self._wait and buffer.mlflow_parent is None and not self._writer.flush(self._write_timeout):
-            self._count_timeout()
+        # destination None: not for the writer process (none, nested, or a URI it cannot write): replay in-process
+        destination = _process_destination() if to_process else None
+        return TraceJob(trace_id, destination, buffer.trace_id, root.context.span_id if root is not None else None,
+                        complete, buffer.dropped, self._extra_metadata, self._retry_timeout, spans)
 
     def _count_timeout(self) -> None:
         with self._lock:

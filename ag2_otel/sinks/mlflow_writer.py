@@ -32,7 +32,8 @@ from typing import Any
 import mlflow
 from mlflow.entities import SpanEvent, SpanStatus, SpanStatusCode
 
-from ag2_otel.mapping.mlflow_trace import TraceRecord, Usage, usage_metadata
+from ag2_otel.mapping.mlflow_trace import TraceRecord, Usage, build_trace_record, usage_metadata
+from ag2_otel.sinks.trace_job import TraceJob
 
 _logger = logging.getLogger(__name__)
 
@@ -220,3 +221,33 @@ class InlineReads:
                     self._unflushed.pop(trace_id, None)
         return ok
 
+
+class InlineExecutor:
+    """The in-process executor of a :class:`TraceJob`, beside the writer process's
+    (:class:`~ag2_otel.sinks.writer_client.StoreWriterClient`): the same ``submit`` / ``wait_for`` / ``flush``, but
+    ``submit`` maps and replays the trace now, on the calling thread (under ``parent``, a live MLflow span, when
+    given), and MLflow's own writer stores it. Reads of a replayed trace wait for that writer (:class:`InlineReads`)."""
+
+    def __init__(self, read_timeout: float | None) -> None:
+        from ag2_otel.sinks import read_barrier
+
+        self._writer = MlflowWriter()
+        self.reads = InlineReads(read_timeout)
+        read_barrier.register(self.reads)
+
+    def submit(self, job: TraceJob, parent: Any | None = None) -> TraceRecord | None:
+        """Replay ``job``; the record written, or None when there was nothing to write."""
+        record = build_trace_record(job.spans, root_span_id=job.root_span_id, complete=job.complete,
+                                    dropped_spans=job.dropped)
+        if record is None:
+            return None
+        written = self._writer.write(record, parent=parent)
+        if parent is None:  # a trace of its own, stored by MLflow's async writer: reads wait for it
+            self.reads.replayed(written)
+        return record
+
+    def wait_for(self, trace_id: str, timeout: float | None) -> bool:
+        return self._writer.flush(timeout)  # MLflow's writer has no per-trace wait: all it holds
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self._writer.flush(timeout)
