@@ -237,3 +237,23 @@ def test_doctor_checks_the_credentials(auth_server, tmp_path, password):
         assert len(refused) == 1 and all(v in refused[0] for v in BASIC_VARS), output
     else:
         assert refused == [] and done.returncode == 0, output
+
+
+def test_the_401_mlflow_hides_behind_not_supported_is_explained(auth_server, monkeypatch, caplog):
+    """MLflow's log_spans asks /version first and, on any failure (a 401 included), raises NotImplementedError("log_spans
+    is not supported: could not identify MLflow server version"). credentials.error_name probes with MLflow's own
+    credentials and names the cause."""
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.utils.credentials import get_default_host_creds
+
+    from ag2_otel.sinks.credentials import error_name
+
+    hidden = NotImplementedError("log_spans is not supported: could not identify MLflow server version")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", USER)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", WRONG_PASSWORD)
+    assert RestStore._get_server_version(get_default_host_creds(auth_server)) is None  # what MLflow sees: no version
+    explained = error_name(hidden, auth_server)
+    assert "HTTP 401" in explained and all(v in explained for v in BASIC_VARS), explained
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    assert error_name(hidden, auth_server) == "NotImplementedError"  # accepted: not an auth problem
+    assert not any(secret in caplog.text + explained for secret in SECRETS)
