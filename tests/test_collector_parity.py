@@ -365,6 +365,38 @@ def test_late_spans_go_at_once_and_caps_release_the_oldest_conversation():
     first.end(), open_one.end()
 
 
+def test_spans_sent_over_the_cap_still_count_in_the_breakdown_their_root_carries():
+    inner = _Batches()
+    provider, tracer = _tracer(MlflowKeysExporter(inner, max_spans=1, max_traces=2))
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m1", "gen_ai.usage.input_tokens": 7,
+            "gen_ai.usage.output_tokens": 2, "gen_ai.input.messages": "x" * 5000}
+    root = tracer.start_span("invoke_workflow x", attributes={"gen_ai.operation.name": "invoke_workflow"})
+    agent = tracer.start_span("invoke_agent a", context=_context(root), attributes={
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"})
+    tracer.start_span("chat m1", context=_context(agent), attributes=chat).end()
+    agent.end()  # two spans held, one allowed: both go now, with their span-level keys
+    assert inner.batches == [["chat m1", "invoke_agent a"]]
+    assert json.loads(inner.get_finished_spans()[0].attributes[m.MLFLOW_CHAT_USAGE])["input_tokens"] == 7
+    root.end()
+    assert inner.batches[-1] == ["invoke_workflow x"]
+    tags = inner.get_finished_spans()[-1].attributes
+    by_agent = json.loads(tags[TRACE_TAG_PREFIX + m.META_USAGE_BY_AGENT])
+    assert by_agent["a"]["input_tokens"] == 7 and by_agent["a"]["calls"] == 1  # from the skeletons
+
+    # over max_traces the oldest conversation is forgotten: its root goes without a (partial) breakdown
+    workflow = {"gen_ai.operation.name": "invoke_workflow"}
+    first = tracer.start_span("invoke_workflow one", attributes=workflow)
+    tracer.start_span("chat m1", context=_context(first), attributes=chat).end()
+    for name in ("two", "three"):
+        other = tracer.start_span(f"invoke_workflow {name}", attributes=workflow)
+        tracer.start_span("chat m1", context=_context(other), attributes=chat).end()
+    first.end()
+    root_one = inner.get_finished_spans()[-1]
+    assert root_one.name == "invoke_workflow one" and root_one.attributes["mlflow.spanType"] == m.CHAIN
+    assert TRACE_TAG_PREFIX + m.META_USAGE_BY_AGENT not in root_one.attributes
+    provider.shutdown()
+
+
 def _context(span):
     from opentelemetry import trace
 

@@ -75,29 +75,32 @@ def span_keys(record: SpanRecord, original: dict[str, Any]) -> dict[str, OtelVal
     return out
 
 
-def trace_keys(record: TraceRecord) -> dict[str, OtelValue]:
-    """The trace-level keys, for the root span: previews (as the root's inputs/outputs), tags, usage breakdown."""
+def trace_keys(record: TraceRecord, *, usage: bool = True) -> dict[str, OtelValue]:
+    """The trace-level keys, for the root span: previews (as the root's inputs/outputs), tags, and (``usage``) the
+    usage breakdown."""
     out: dict[str, OtelValue] = {}
     if record.request_preview is not None:
         out[SPAN_INPUTS] = otlp_value(preview_message("user", record.request_preview))
     if record.response_preview is not None:
         out[SPAN_OUTPUTS] = otlp_value(preview_message("assistant", record.response_preview))
-    tags = {TAG_TRACE_NAME: record.name, TAG_VIA_OTLP: "true", **record.tags,
-            **{k: v for k, v in record.metadata.items() if k != MLFLOW_TRACE_SESSION}}
+    tags = {TAG_TRACE_NAME: record.name, TAG_VIA_OTLP: "true", **record.tags}
+    if usage:
+        tags.update((k, v) for k, v in record.metadata.items() if k != MLFLOW_TRACE_SESSION)
     for key, value in tags.items():
         out[TRACE_TAG_PREFIX + key] = str(value)[:MAX_METADATA_CHARS]
     return out
 
 
-def otlp_attributes(record: TraceRecord, originals: dict[str, dict[str, Any]], *,
-                    with_trace: bool) -> dict[str, dict[str, OtelValue]]:
-    """Per span id (16 hex characters), the attributes to add. ``originals``: each real span's own attributes, by
-    span id. ``with_trace``: the record's root is the trace's local root (put the trace-level keys on it)."""
+def otlp_attributes(record: TraceRecord, originals: dict[str, dict[str, Any]], *, with_trace: bool,
+                    usage: bool = True) -> dict[str, dict[str, OtelValue]]:
+    """Per span id (16 hex characters), the attributes to add, for the spans in ``originals`` (each one's own
+    attributes, by span id; other spans of the record only inform the mapping). ``with_trace``: the record's root is
+    the trace's local root (put the trace-level keys on it, the usage breakdown only if ``usage``)."""
     out = {}
     for rec in record.spans:
         if rec.synthetic or rec.span_id not in originals:
             continue
         out[rec.span_id] = span_keys(rec, originals[rec.span_id])
     if with_trace and record.root.span_id in out:
-        out[record.root.span_id].update(trace_keys(record))
+        out[record.root.span_id].update(trace_keys(record, usage=usage))
     return out
