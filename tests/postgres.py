@@ -3,8 +3,8 @@
 
 PostgreSQL runs as a subprocess on a free port, its unix socket in the same temp dir, and is stopped at the end.
 ``initdb`` refuses root: as root both run as the ``postgres`` user (which Debian's package creates), on a temp dir
-that user owns. Missing server binaries skip, except under CI (CI=true), where scripts/test.sh installs the package
-and a skip would hide a missing install step.
+that user owns. Missing server binaries or driver skip, except under CI (CI=true), where scripts/test.sh installs
+them and a skip would hide a missing install step.
 """
 
 from __future__ import annotations
@@ -105,16 +105,18 @@ class PostgresServer:
 @pytest.fixture(scope="session")
 def postgres():
     """A running :class:`PostgresServer`."""
-    bindir = server_bindir()
-    if bindir is None:
-        message = "no PostgreSQL server binaries (Debian: apt-get install postgresql; scripts/test.sh does)"
+    def missing(message: str):
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+    bindir = server_bindir()
+    if bindir is None:
+        missing("no PostgreSQL server binaries (Debian: apt-get install postgresql; scripts/test.sh does)")
     try:
         import psycopg  # noqa: F401 - the PostgreSQL driver for MLflow's SQLAlchemy store (the test extra)
     except ImportError:
-        pytest.fail("psycopg is missing: install ag2-otel's test extra (psycopg[binary])")
+        missing("psycopg is missing: install ag2-otel's test extra (psycopg[binary])")
     server = PostgresServer(bindir)
     try:
         server.start()

@@ -32,7 +32,12 @@ from tests.collector import wait_until
 from tests.servers import MlflowServer
 from tests.test_zero_code_mlflow import CHAT, SPANS, TOTALS, assert_sqlite_trace, clean_env, run_app
 
-pytest.importorskip("flask_wtf", reason="mlflow[auth] needs Flask-WTF (ag2-otel's test extra)")
+try:
+    import flask_wtf  # noqa: F401 - mlflow[auth]'s extra dependency (ag2-otel's test extra)
+except ImportError:
+    if os.environ.get("CI"):  # CI installs the test extra: a skip there would hide a missing install step
+        raise
+    pytest.skip("mlflow[auth] needs Flask-WTF (ag2-otel's test extra)", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN, ADMIN_PASSWORD = "admin", "Adm1n-pw-Q7xZ-4f9Kq2"
