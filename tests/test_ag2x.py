@@ -238,11 +238,16 @@ def test_never_twice_on_one_agent_and_disable_detaches(store, provider):
     per_call = h.calculator_agent()
     asyncio.run(per_call.ask(h.QUESTION, middleware=[TelemetryMiddleware(tracer_provider=provider,
                                                                          agent_name="per-call")]))
+    from ag2 import Plugin
+
+    plugin = Plugin(middleware=[TelemetryMiddleware(tracer_provider=provider, agent_name="plugin")])
+    asyncio.run(h.calculator_agent().ask(h.QUESTION, plugins=[plugin]))
     plain = h.calculator_agent()
     asyncio.run(plain.ask(h.QUESTION))
     agent_spans = [n for n in _names(provider) if n.startswith("invoke_agent")]
-    assert agent_spans == ["invoke_agent assistant", "invoke_agent mine", "invoke_agent per-call"]
-    assert _names(provider).count("chat scripted-model") == 9
+    assert agent_spans == ["invoke_agent assistant", "invoke_agent mine", "invoke_agent per-call",
+                           "invoke_agent plugin"]
+    assert _names(provider).count("chat scripted-model") == 12
 
     ag2_otel.autolog(disable=True)
     assert vars(Agent)["_turn_scope"] is original
