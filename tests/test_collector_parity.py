@@ -193,6 +193,41 @@ def test_both_routes_to_one_server_give_one_trace_owned_by_the_sink(tmp_path, ml
     assert _without_cost(usage["by_agent"]) == PER_AGENT and usage["mlflow_token_usage"] == TOTALS
 
 
+def test_the_sink_owns_the_trace_when_the_collectors_copy_came_first(mlflow_server, monkeypatch):
+    """The other order: the OTLP copy (with our keys; straight to the server's /v1/traces here, a collector is
+    transparent) is stored first, in its experiment; then the MLflow sink writes the same conversation: MLflow's
+    start_trace moves the trace to the sink's experiment and its trace info wins."""
+    import mlflow
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from ag2_otel.sinks.mlflow_exporter import MlflowSpanExporter
+
+    otlp_experiment = create_experiment(mlflow_server, "first-otlp")
+    sink_experiment = create_experiment(mlflow_server, "then-sink")
+    otlp = OTLPSpanExporter(endpoint=f"{mlflow_server}/v1/traces",
+                            headers={"x-mlflow-experiment-id": otlp_experiment})
+    plain = _chat_through(MlflowKeysExporter(otlp)).get_finished_spans()  # exported as the root ended
+    first = _only_trace(mlflow_server, otlp_experiment)
+    assert first.info.tags.get("ag2_otel.via_otlp") == "true" and m.META_USAGE_BY_AGENT not in first.info.trace_metadata
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", sink_experiment)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        sink = MlflowSpanExporter()
+        sink.export(plain)
+        assert sink.force_flush(60_000)
+        sink.shutdown()
+    finally:
+        mlflow.set_tracking_uri(previous)
+    trace = _only_trace(mlflow_server, sink_experiment,
+                        ready=lambda t: m.META_USAGE_BY_AGENT in t.info.trace_metadata)
+    assert trace.info.trace_id == first.info.trace_id
+    _assert_sink_trace(trace)
+    assert trace.info.tags.get("ag2_otel.via_otlp") == "true"
+    assert _client(mlflow_server).search_traces(locations=[otlp_experiment]) == []
+
+
 def test_a_copy_without_our_keys_replaces_the_sinks_spans_on_one_server(tmp_path, mlflow_server, rotel_factory):
     """Why both routes to one server need the keys (measured, MLflow 3.17.2): with AG2_OTEL_OTLP_MLFLOW=false the
     collector's plain copy, exported at exit after the MLflow sink's write, merges into the sink's trace (its trace
