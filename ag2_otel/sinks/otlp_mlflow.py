@@ -9,12 +9,14 @@ It runs on the batch span processor's worker thread, never on the agents' thread
   (:func:`~ag2_otel.mapping.mlflow_trace.build_trace_record`), and each span goes on as a copy of itself with MLflow's
   keys added (:func:`~ag2_otel.mapping.mlflow_otlp.otlp_attributes`); the root also gets the trace-level keys. The
   GenAI attributes are untouched: other processors and other backends see valid GenAI spans, plus ``mlflow.*`` ones;
-* a span whose root was already sent (a late child), and the spans of a trace over the caps, go on at once with
-  their own span-level keys only.
+* a span whose root was already sent (a late child) goes on at once with its span-level keys.
 
-Bounded: at most ``max_traces`` conversations (oldest released first) and ``max_spans_per_trace`` spans each are held;
-:meth:`shutdown` releases what is held (``force_flush`` does not: a running conversation's spans wait for its root). A failure in the mapping sends the batch as it came
-(logged once): the export itself is never lost to us.
+Bounded: at most ``max_spans`` spans are held in all; over that, the oldest conversation's spans go on at once with
+their span-level keys, and only a skeleton of each (ids, names, counts, short strings: what the usage breakdown
+needs) stays for its root. At most ``max_traces`` conversations are held; over that, the oldest is sent and
+forgotten, and its root later goes without the usage breakdown (which would be partial). :meth:`shutdown` sends what
+is held (``force_flush`` does not: a running conversation's spans wait for its root). A failure in the mapping sends
+those spans as they came (logged once): nothing is lost to us.
 """
 
 from __future__ import annotations
