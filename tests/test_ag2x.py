@@ -340,3 +340,45 @@ def test_hub_traceparent_joins_the_callers_trace(store, provider):
     trace = mlflow.get_trace(mlflow.get_last_active_trace_id())
     assert trace.info.tags["ag2_otel.otel_trace_id"] == f"{trace_id:032x}"
     _assert_calculator_trace(trace)
+
+
+ZERO_CODE_APP = """
+import asyncio
+from ag2 import Agent
+from ag2_otel.demo import AG2X_QUESTION, AG2X_SCRIPT, scripted_openai_config
+
+def calculator(a: int, b: int, operator: str) -> int:
+    '''A simple calculator'''
+    return {"+": a + b, "-": a - b, "*": a * b, "/": int(a / b)}[operator]
+
+agent = Agent("assistant", "You calculate.", config=scripted_openai_config(list(AG2X_SCRIPT)), tools=[calculator])
+print("BODY", asyncio.run(agent.ask(AG2X_QUESTION)).body)
+"""
+
+
+def test_opentelemetry_instrument_traces_an_unmodified_ag2x_script(tmp_path):
+    """Zero code: ``opentelemetry-instrument python app.py`` loads Ag2Instrumentor (its dependency check passes on
+    ag2 1.x) and the unmodified 1.x program is traced; content off by default."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_zero_code import _console_spans
+
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    if not instrument.exists():
+        pytest.skip("opentelemetry-instrument not installed next to python (opentelemetry-distro, the test extra)")
+    (tmp_path / "app.py").write_text(ZERO_CODE_APP)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "MLFLOW_"))}
+    env.update(OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none",
+               PYTHONPATH=os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                       env.get("PYTHONPATH")) if p))
+    done = subprocess.run([str(instrument), sys.executable, "app.py"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "BODY (44232 + 13312 / (232 - 32)) * 5 = 221490." in done.stdout
+    names = sorted(s["name"] for s in _console_spans(done.stdout))
+    assert names.count("invoke_agent assistant") == 1 and names.count("chat gpt-4o-mini") == 5
+    assert names.count("execute_tool calculator") == 4, names
+    assert not any("gen_ai.input.messages" in s["attributes"] for s in _console_spans(done.stdout))
