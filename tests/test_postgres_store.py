@@ -5,7 +5,8 @@ server the suite starts itself (tests/postgres.py), written to three ways:
   OpenAIClient): the trace as the sqlite tests know it, and its rows really in PostgreSQL;
 - the collector route (MLflow sink off, OTLP/HTTP to a real rotel collector forwarding to the server's /v1/traces);
 - 4 application processes x 25 conversations at once (5 threads each), each conversation with its own token
-  numbers: every trace stored exactly once (MLflow's search and PostgreSQL's own row counts), exact totals.
+  numbers, into an experiment none of them has yet (the 4 writers find or create it at once): every trace stored
+  exactly once (MLflow's search and PostgreSQL's own row counts), exact totals.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def expected_usage(process: int, index: int) -> dict[str, int]:
 @pytest.mark.timeout(900)  # 400 model calls over HTTP in 4 processes on a loaded 2-core machine
 def test_four_processes_25_chats_each_every_trace_once_exact_totals_slow(mlflow_postgres_server, tmp_path):
     url, postgres, database = mlflow_postgres_server
-    name, experiment_id = _experiment(url)
+    name = f"pg-load-{uuid.uuid4().hex[:10]}"  # not created here: the 4 writers find or create it at once
     (tmp_path / "load_app.py").write_text(LOAD_APP)
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=url, MLFLOW_EXPERIMENT_NAME=name)
     procs = [subprocess.Popen([sys.executable, "load_app.py", str(p)], cwd=tmp_path, env=env, text=True,
@@ -173,6 +174,7 @@ def test_four_processes_25_chats_each_every_trace_once_exact_totals_slow(mlflow_
         stats = result["stats"]
         assert stats["write_errors"] == stats["dropped_traces"] == stats["dropped_spans"] == 0, stats
 
+    experiment_id = MlflowClient(tracking_uri=url).get_experiment_by_name(name).experiment_id
     traces = _traces(url, experiment_id)
     assert len(traces) == PROCESSES * CHATS
     seen: set[str] = set()
