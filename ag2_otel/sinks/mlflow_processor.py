@@ -6,9 +6,11 @@ Add it to any ``TracerProvider``::
 
 ``on_start`` records which local root a span belongs to (a dict insert); ``on_end`` appends the finished span to that
 root's buffer. When a LOCAL root ends (a span whose parent is absent, remote, or not a span this processor saw start),
-the buffered spans go, as they are, to the store writer process (``writer="process"``, the default; see
-``writer_client.py`` and ``store_writer.py``), which maps them (:func:`build_trace_record`) and stores the whole
-trace in one batched call, off this process's GIL. ``read_barrier.py`` makes ``mlflow.get_last_active_trace_id()``
+the buffered spans become one :class:`~ag2_otel.sinks.trace_job.TraceJob` for one of two executors with the same
+interface (``submit`` / ``wait_for`` / ``flush``): the store writer process (``writer="process"``, the default; see
+``writer_client.py`` and ``store_writer.py``), which maps them (:func:`build_trace_record`) and stores them with
+the other traces queued meanwhile in one batched write, off this process's GIL; or the in-process replay
+(``mlflow_writer.InlineExecutor``). ``read_barrier.py`` makes ``mlflow.get_last_active_trace_id()``
 return it and MLflow reads in this process wait for it. ``writer="inline"`` (and, whatever the setting, Databricks
 and a trace nested under the user's active MLflow span) replays the mapped trace through MLflow's public
 tracing API on the thread that ended the root instead. ``wait_for_write=True`` makes the root's end wait (bounded by
@@ -157,7 +159,8 @@ class MlflowSpanProcessor(SpanProcessor):
     @property
     def stats(self) -> dict[str, int]:
         """Counters: see ProcessorStats; with the writer process also traces_stored / traces_failed /
-        traces_dropped (its queue was full) / restarts."""
+        traces_dropped (its queue was full) / restarts / batches (store writes) / traces_queued (the backlog: waiting
+        or being written now) / backlog_peak."""
         with self._lock:
             stats = asdict(self._stats)
         if self._store is not None:

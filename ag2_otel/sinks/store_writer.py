@@ -11,8 +11,8 @@ over a socket pair (``multiprocessing.connection.Connection`` frames, pickled):
 * ``("warm", destination)`` -> build that store now (schema creation, first connection), not at the first trace;
 * EOF -> finish what was received, then exit.
 
-Each trace of a batch: the snapshot is rebuilt into ``ReadableSpan`` objects and mapped by the same pure mapping as everywhere
-(:func:`build_trace_record`). How it is then stored is decided by what the installed MLflow HAS (feature detection at
+Each trace of a batch: the snapshot is rebuilt into ``ReadableSpan`` objects and mapped by the same pure mapping as
+everywhere (:func:`build_trace_record`). How it is then stored is decided by what the installed MLflow HAS (feature detection at
 start, never its version string; see :func:`write_path`):
 
 * ``batched`` (``TracingClient.start_trace(trace_info)``, MLflow 3.2+ or so): the calls MLflow's own exporter makes,
@@ -37,10 +37,10 @@ cannot run on a current OpenTelemetry SDK). The child's first message says which
 ``("ready", {"write_path": "batched" | "v2" | None, "missing": what is missing, or None})``; None: this MLflow has
 neither, every trace is answered ``UnsupportedMLflow`` and the application writes in-process.
 
-Backend down (server unreachable, sqlite locked): the batch is retried (what is stored already is not repeated) with capped exponential backoff until
-``retry_timeout`` seconds passed since the batch arrived, then given up and reported; a 4xx on a batch of several
-is retried trace by trace. Traces behind it wait; the
-application side bounds how many are queued and counts drops.
+Backend down (server unreachable, sqlite locked): the batch is retried (what is stored already is not repeated) with
+capped exponential backoff until ``retry_timeout`` seconds passed since the batch arrived, then given up and
+reported; a 4xx on a batch of several is retried trace by trace. Traces behind it wait; the application side bounds
+how many are queued and counts drops.
 """
 
 from __future__ import annotations
@@ -346,7 +346,8 @@ class StoreWriter:
         if known is None:
             tag = self._spans_in_store
             info = client.get_trace_info(trace_id) if tag is not None else None
-            known = self._spans_kept[uri] = info is not None and (getattr(info, "tags", None) or {}).get(tag[0]) == tag[1]
+            tags = (getattr(info, "tags", None) or {}) if info is not None else {}
+            known = self._spans_kept[uri] = tag is not None and tags.get(tag[0]) == tag[1]
         return known
 
     def _pool(self) -> Any:
