@@ -143,7 +143,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "application's GIL; `inline`: replay through MLflow's tracer in the application (always used for "
            "Databricks and traces nested under your MLflow span)", "process", False),
     EnvVar("AG2_OTEL_MAX_TRACES", "MLflow sink: traces buffered at once (open conversations, and finished ones "
-           "waiting for the writer); beyond it new traces are dropped and counted (positive int)",
+           "waiting for the writer); one warning when the writer's backlog passes half of it, beyond it new traces "
+           "are dropped and counted (positive int)",
            str(DEFAULT_MAX_TRACES), False),
     EnvVar("AG2_OTEL_MLFLOW_RETRY_TIMEOUT", "seconds the writer process keeps retrying a trace while the MLflow "
            "backend is unreachable before giving it up (counted) (>= 0)", str(int(DEFAULT_MLFLOW_RETRY_TIMEOUT)),
