@@ -245,6 +245,13 @@ def _sse(items: Iterable[Any]) -> list[bytes]:
     return events + [b"data: [DONE]\n\n"]
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: 50 conversations connecting at once overflowed it and a client
+    # got "Connection reset by peer" (seen in tests/test_load.py on a loaded 2-core box)
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class ScriptedServer:
     """The HTTP machinery shared by the provider stubs: a threading server on 127.0.0.1, a script of replies (or
     functions of the request), every request recorded. A subclass implements :meth:`route`."""
@@ -287,8 +294,7 @@ class ScriptedServer:
                     stub.requests.append(request)
                 stub._answer(self, request, None)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=self.thread_name, daemon=True)
         self._thread.start()
