@@ -187,11 +187,8 @@ class MlflowSpanProcessor(SpanProcessor):
                     if owning is not None:  # None: dropped, or its root already written (a late child)
                         owning.open[span_id] = span
                     return
-                if len(self._buffers) >= self._max_traces:
+                if self._full(self._buffers):
                     self._owner[span_id] = _DROPPED
-                    self._stats.dropped_traces += 1
-                    self._warn_once("traces", "max_traces=%d buffered traces reached; dropping new traces (counted "
-                                    "in stats)", self._max_traces)
                     return
                 buffer = self._buffers[span_id] = _Buffer(span)
                 self._owner[span_id] = span_id
@@ -279,16 +276,22 @@ class MlflowSpanProcessor(SpanProcessor):
             if trace_id in self._refused:
                 self._stats.dropped_spans += 1
                 return
-            if len(self._finished) >= self._max_traces:
+            if self._full(self._finished):
                 self._remember(self._refused, trace_id, None)
-                self._stats.dropped_traces += 1
                 self._stats.dropped_spans += 1
-                self._warn_once("traces", "max_traces=%d buffered traces reached; dropping new traces (counted "
-                                "in stats)", self._max_traces)
                 return
             buffer = self._finished[trace_id] = _Buffer(None, trace_id)
         buffer.links[span_id] = parent
         self._append(buffer, span)
+
+    def _full(self, buffers: dict) -> bool:
+        """Under the lock: True (counted, warned once) when a new trace must be refused: max_traces are buffered."""
+        if len(buffers) < self._max_traces:
+            return False
+        self._stats.dropped_traces += 1
+        self._warn_once("traces", "max_traces=%d buffered traces reached; dropping new traces (counted in stats)",
+                        self._max_traces)
+        return True
 
     def _append(self, buffer: _Buffer, span: ReadableSpan) -> None:
         """Under the lock: buffer a finished span, or count it as dropped past ``max_spans_per_trace``."""
