@@ -902,8 +902,12 @@ def targets(results: dict[str, Any], sizes: list[int]) -> list[tuple[str, str, b
     many = results.get("many") or {}
     ours, theirs = many.get("ag2otel") or {}, many.get("mlflow") or {}
     if "stored_per_s" in ours:
-        at_least(f"short conversations ({ours['spans_per_trace']} spans): sustained store rate ≥ 150 traces/s",
-                 ours.get("sustained_per_s"), 150, ".1f", " traces/s")
+        target = f"short conversations ({ours['spans_per_trace']} spans): sustained store rate ≥ 150 traces/s"
+        if ours.get("sustained_per_s") is None:  # the chats were slower than the writer: it kept up with them
+            out.append((target, f"no backlog formed: the writer kept up with {ours['chats_per_s']:.1f} chats/s",
+                        None))
+        else:
+            at_least(target, ours["sustained_per_s"], 150, ".1f", " traces/s")
         at_least("  (info) stored traces/s, first chat → last stored ≥ 150", ours["stored_per_s"], 150, ".1f")
         if "stored_per_s" in theirs:
             at_least(f"stored traces/s ≥ 4× MLflow's own tracing ({theirs['stored_per_s']:.1f}/s)",
