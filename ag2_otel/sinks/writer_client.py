@@ -28,7 +28,6 @@ from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from ag2_otel.sinks.span_snapshot import snapshot
 from ag2_otel.sinks.trace_job import JobResult, TraceJob
