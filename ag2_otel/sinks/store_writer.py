@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ag2_otel.mapping.mlflow_wire import META_TOKEN_USAGE
 from ag2_otel.sinks.credentials import error_name
 from ag2_otel.sinks.trace_job import JobResult, TraceJob
 
@@ -134,6 +135,15 @@ def _spans_in_store_tag() -> tuple[str, str] | None:
         return None
 
 
+def _same_usage(stored: str, sent: str) -> bool:
+    import json
+
+    try:
+        return json.loads(stored) == json.loads(sent)
+    except (TypeError, ValueError):
+        return False
+
+
 def _not_supported(exc: BaseException) -> bool:
     """The store cannot log spans (file store, a server older than 3.4): MLflow's exporter stops trying too."""
     if isinstance(exc, NotImplementedError):
@@ -170,6 +180,7 @@ class StoreWriter:
         self._no_span_logging: set[str] = set()  # URIs whose store answered log_spans with "not supported"
         self._reachable: set[str] = set()
         self._spans_kept: dict[str, bool] = {}  # URI -> its store reads spans logged by log_spans (see _keeps_spans)
+        self._usage_kept: dict[str, bool] = {}  # URI -> log_spans leaves start_trace's token usage as it is
         self._threads: Any = None
         self._experiments: dict[tuple, str] = {}
         self._default_uri: str | None = None
@@ -310,11 +321,12 @@ class StoreWriter:
         not keep spans, each trace's span data as its artifact (as MLflow's exporter does)."""
         infos: dict[str, Any] = progress.setdefault("infos", {})
         todo = [p for p in group if p.job.trace_id not in infos]
-        if todo:
-            def start(p: _Prepared) -> Any:
-                return client.start_trace(self._trace_info(
-                    trace_location=self._location.from_experiment_id(location), state=p.state, **p.fields))
 
+        def start(p: _Prepared) -> Any:
+            return client.start_trace(self._trace_info(
+                trace_location=self._location.from_experiment_id(location), state=p.state, **p.fields))
+
+        if todo:
             if len(todo) > 1 and uri.lower().startswith(("http://", "https://")):
                 # one HTTP round trip each: let the server's workers take several at once
                 started = list(self._pool().map(start, todo))
@@ -330,6 +342,13 @@ class StoreWriter:
                 if not _not_supported(exc):
                     raise
                 self._no_span_logging.add(uri)  # as MLflow's exporter: the span data goes as the artifact below
+        if progress.get("logged") and not progress.get("usage_checked"):
+            if not self._keeps_usage(client, uri, group):
+                # this store added the spans' usage onto start_trace's (MLflow 3.10 sums into the stored value; 3.17
+                # keeps start_trace's): say ours again now that the spans are in, start_trace's values then stand
+                for p in group:
+                    start(p)
+            progress["usage_checked"] = True
         if progress.get("logged") and self._keeps_spans(client, uri, group[0].job.trace_id):
             return
         uploaded: set[str] = progress.setdefault("uploaded", set())
@@ -348,6 +367,25 @@ class StoreWriter:
             info = client.get_trace_info(trace_id) if tag is not None else None
             tags = (getattr(info, "tags", None) or {}) if info is not None else {}
             known = self._spans_kept[uri] = tag is not None and tags.get(tag[0]) == tag[1]
+        return known
+
+    def _keeps_usage(self, client: Any, uri: str, group: list[_Prepared]) -> bool:
+        """Whether ``log_spans`` at ``uri`` leaves the token usage ``start_trace`` stored as it was (MLflow 3.17: the
+        values of start_trace stand) rather than adding the spans' usage onto it (MLflow 3.10: the total doubles).
+        Decided by what the store does, once per URI, on the first trace of a batch that has usage (a batch with none
+        needs nothing). Where the store adds, start_trace is called again after the spans: one more call per trace,
+        never a wrong total."""
+        known = self._usage_kept.get(uri)
+        if known is not None:
+            return known
+        probe = next((p for p in group if META_TOKEN_USAGE in p.fields["trace_metadata"]), None)
+        if probe is None:  # nothing in this batch to add up wrongly
+            return True
+        info = client.get_trace_info(probe.job.trace_id)
+        stored = (getattr(info, "trace_metadata", None) or {}).get(META_TOKEN_USAGE) if info is not None else None
+        known = self._usage_kept[uri] = stored is not None and _same_usage(stored, probe.fields["trace_metadata"][
+            META_TOKEN_USAGE])
+        _logger.debug("log_spans %s start_trace's token usage at this store", "keeps" if known else "adds onto")
         return known
 
     def _pool(self) -> Any:
