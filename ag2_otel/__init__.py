@@ -6,11 +6,11 @@ from .instrumentation import Ag2Instrumentor
 from .version import __version__
 
 
-def get_token_usage(trace_id: str):
+def get_token_usage(trace_id: str, *, tracking_uri: str | None = None):
     """Token totals of one MLflow trace, per agent and per model, with the cost when known (see ag2_otel.usage)."""
     from .usage import get_token_usage as _get
 
-    return _get(trace_id)
+    return _get(trace_id, tracking_uri=tracking_uri)
 
 
 def __getattr__(name: str):
