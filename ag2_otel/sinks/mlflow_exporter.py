@@ -7,7 +7,7 @@ Registered in the ``opentelemetry_traces_exporter`` entry-point group as ``mlflo
 sends every trace over OTLP *and* to MLflow (``MLFLOW_TRACKING_URI``, default ``sqlite:///mlflow.db``). The SDK
 builds it with no arguments and wraps it in a ``BatchSpanProcessor``, so it only ever sees FINISHED spans, in batches,
 in end order, and one conversation may be split across batches. It has no ``on_start`` to learn which root a span
-belongs to, so it uses the processor's finished-span assembly (:meth:`MlflowSpanProcessor.add_finished`):
+belongs to, so it feeds finished spans to the processor's one assembly (:meth:`MlflowSpanProcessor.add_finished`):
 
 - spans are buffered per OTel trace id (at most ``max_traces`` trace ids, ``max_spans_per_trace`` spans each; drops
   are counted in :attr:`stats` and tagged on the trace, one warning per cap);

@@ -4,11 +4,11 @@ Add it to any ``TracerProvider``::
 
     provider.add_span_processor(MlflowSpanProcessor())
 
-``on_start`` records which local root a span belongs to (a dict insert); ``on_end`` appends the finished span to that
-root's buffer. When a LOCAL root ends (a span whose parent is absent, remote, or not a span this processor saw start),
-the buffered spans become one :class:`~ag2_otel.sinks.trace_job.TraceJob` for one of two executors with the same
-interface (``submit`` / ``wait_for`` / ``flush``): the store writer process (``writer="process"``, the default; see
-``writer_client.py`` and ``store_writer.py``), which maps them (:func:`build_trace_record`) and stores them with
+One assembly path for both entry points: finished spans are buffered per OTel trace id with the span each hangs
+under; when a LOCAL root ends, the buffered spans whose chain reaches it are claimed (``_claim``) and become one
+:class:`~ag2_otel.sinks.trace_job.TraceJob` for one of two executors with the same interface (``submit`` /
+``wait_for`` / ``flush``): the store writer process (``writer="process"``, the default; see ``writer_client.py`` and
+``store_writer.py``), which maps them (:func:`build_trace_record`) and stores them with
 the other traces queued meanwhile in one batched write, off this process's GIL; or the in-process replay
 (``mlflow_writer.InlineExecutor``). ``read_barrier.py`` makes ``mlflow.get_last_active_trace_id()``
 return it and MLflow reads in this process wait for it. ``writer="inline"`` (and, whatever the setting, Databricks
@@ -18,10 +18,12 @@ tracing API on the thread that ended the root instead. ``wait_for_write=True`` m
 
 Never raises into the application: errors are counted, logged once (type only; details at DEBUG), and swallowed.
 
-:meth:`MlflowSpanProcessor.add_finished` is the same assembly for callers that only ever see FINISHED spans, in batches
-and possibly out of order (``MlflowSpanExporter``, behind the SDK's BatchSpanProcessor): with no ``on_start``, spans
-are buffered per OTel trace id, and a trace is written when its local root (no parent, or a remote one) arrives,
-with every buffered span of that trace id that descends from it; same caps, counters and shutdown guarantee.
+``on_end`` feeds it span by span; :meth:`MlflowSpanProcessor.add_finished` feeds it FINISHED spans in batches, possibly
+out of order (``MlflowSpanExporter``, behind the SDK's BatchSpanProcessor), where a local root is a span with no parent
+or a remote one. ``on_start`` adds only what a start tells: the span is open (written unfinished at shutdown, late if
+it ends after its root was written), which root it hangs under (a parent not open here -> the latest open root of its
+trace id, else it is a local root itself), and the user's MLflow span a root nests under. Same caps, counters, late
+and dropped rules and shutdown guarantee for both.
 """
 
 from __future__ import annotations
@@ -46,8 +48,7 @@ from ag2_otel.sinks.warn_once import WarnOnce
 
 _logger = logging.getLogger(__name__)
 
-_DROPPED = -1  # owner of spans whose trace was refused (span ids are positive)
-_RECENT = 1024  # finished-span path: trace ids remembered after their trace was written or refused
+_RECENT = 1024  # trace ids remembered after a trace of theirs was written (late spans) or refused (dropped spans)
 _local = threading.local()  # .replaying: set while we replay into MLflow, so its spans never come back to us
 
 
@@ -62,18 +63,19 @@ class ProcessorStats:
     write_timeouts: int = 0
 
 
-class _Buffer:
-    __slots__ = ("root", "spans", "open", "dropped", "mlflow_parent", "trace_id", "links")
+class _Trace:
+    """The spans of one OTel trace id not written yet (or, claimed from it, the spans of one local root)."""
 
-    def __init__(self, root: Span | None, trace_id: int | None = None) -> None:
-        self.root = root  # the live root, kept so an unfinished trace can still be written at shutdown
-        self.spans: list[ReadableSpan] = []
-        self.open: dict[int, Span] = {}  # started, not ended: written (as unfinished) if the process exits first
-        self.dropped = 0
-        self.mlflow_parent: Any = None
-        self.trace_id = root.context.trace_id if root is not None else trace_id
-        # finished-span path only: span id -> parent span id of every span seen, kept (ints) or dropped over the cap
-        self.links: dict[int, int | None] = {}
+    __slots__ = ("trace_id", "spans", "links", "open", "roots", "dropped", "mlflow_parent")
+
+    def __init__(self, trace_id: int) -> None:
+        self.trace_id = trace_id
+        self.spans: list[ReadableSpan] = []  # finished, within max_spans_per_trace
+        self.links: dict[int, int | None] = {}  # span id -> the span id it hangs under, for every span seen
+        self.open: dict[int, Span] = {}  # on_start only: started, not ended (written unfinished at shutdown)
+        self.roots: dict[int, Any] = {}  # on_start only: open local root span id -> the MLflow span to nest under
+        self.dropped: set[int] = set()  # span ids over max_spans_per_trace
+        self.mlflow_parent: Any = None  # a claimed trace's MLflow span to nest under
 
 
 def _parent_id(span: ReadableSpan) -> int | None:
@@ -136,11 +138,7 @@ class MlflowSpanProcessor(SpanProcessor):
         self._write_timeout = write_timeout
         self._nest = nest_under_mlflow_span
         self._lock = threading.Lock()
-        self._buffers: dict[int, _Buffer] = {}  # local root span id -> buffer
-        self._owner: dict[int, int] = {}  # OPEN span id -> local root span id (or _DROPPED)
-        self._open_root_by_trace: dict[int, int] = {}  # OTel trace id -> latest open local root span id
-        # finished-span path (add_finished): OTel trace id -> spans waiting for their local root
-        self._finished: dict[int, _Buffer] = {}
+        self._pending: dict[int, _Trace] = {}  # OTel trace id -> spans not written yet
         self._written: OrderedDict[int, set[int]] = OrderedDict()  # trace id -> span ids already written
         self._refused: OrderedDict[int, None] = OrderedDict()  # trace ids refused at max_traces
         self._stats = ProcessorStats()
@@ -169,39 +167,44 @@ class MlflowSpanProcessor(SpanProcessor):
 
     # --- SpanProcessor -------------------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """What only a span's start tells: it is open, which root it hangs under, the MLflow span a root nests in."""
         if self._shutdown:
             return
         try:
             if _foreign(span):
                 return
-            span_id, parent = span.context.span_id, span.parent
+            trace_id, span_id, parent = span.context.trace_id, span.context.span_id, span.parent
+            local_parent = parent is not None and not parent.is_remote
             with self._lock:
-                owner = self._owner.get(parent.span_id) if parent is not None else None
-                if owner is None and parent is not None and not parent.is_remote:
-                    # Parent not open here: ended already (a late child) or another provider's span. Join our open
-                    # trace with the same trace id if there is one (it hangs under the root), else start a new one.
-                    owner = self._open_root_by_trace.get(span.context.trace_id)
-                if owner is not None:
-                    self._owner[span_id] = owner
-                    owning = self._buffers.get(owner)
-                    if owning is not None:  # None: dropped, or its root already written (a late child)
-                        owning.open[span_id] = span
-                    return
-                if self._full(self._buffers):
-                    self._owner[span_id] = _DROPPED
-                    return
-                buffer = self._buffers[span_id] = _Buffer(span)
-                self._owner[span_id] = span_id
-                self._open_root_by_trace[buffer.trace_id] = span_id
-            # No MLflow imported: no MLflow span can be active, and MLflow's import is not ours to pay.
-            if self._nest and "mlflow" in sys.modules:
-                from ag2_otel.sinks import mlflow_writer
-
-                parent_hex = format(parent.span_id, "016x") if parent is not None else None
-                if parent is None or not parent.is_remote:
-                    buffer.mlflow_parent = mlflow_writer.active_mlflow_parent(parent_hex)
+                pending = self._pending.get(trace_id)
+                under = None
+                if local_parent and pending is not None:
+                    # Under its parent if that is buffered here; a parent that is not (written already, or another
+                    # provider's span): under the latest open root of the trace id if any, else a root of its own.
+                    under = parent.span_id if parent.span_id in pending.links else next(reversed(pending.roots), None)
+                if under is None:
+                    pending = self._trace(trace_id, new_root=not local_parent)
+                    if pending is None:
+                        return  # refused: counted when it ends
+                    pending.roots[span_id] = None
+                pending.links[span_id] = under
+                pending.open[span_id] = span
+            mlflow_parent = self._mlflow_parent(parent) if under is None else None  # MLflow's code: not under our lock
+            if mlflow_parent is not None:
+                with self._lock:
+                    if span_id in pending.roots:
+                        pending.roots[span_id] = mlflow_parent
         except Exception as exc:  # noqa: BLE001 - never break the application
             self._error_once("on_start", exc)
+
+    def _mlflow_parent(self, parent: Any) -> Any:
+        """The user's active MLflow span a new local root nests under (None: its own trace)."""
+        # No MLflow imported: no MLflow span can be active, and MLflow's import is not ours to pay.
+        if not self._nest or "mlflow" not in sys.modules or (parent is not None and parent.is_remote):
+            return None
+        from ag2_otel.sinks import mlflow_writer
+
+        return mlflow_writer.active_mlflow_parent(format(parent.span_id, "016x") if parent is not None else None)
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._shutdown:
@@ -209,135 +212,125 @@ class MlflowSpanProcessor(SpanProcessor):
         try:
             if _foreign(span):
                 return
-            span_id = span.context.span_id
             with self._lock:
-                owner = self._owner.pop(span_id, None)
-                if owner is None or owner == _DROPPED:
-                    if owner == _DROPPED:
-                        self._stats.dropped_spans += 1
-                    return  # None: started before this processor was added
-                buffer = self._buffers.get(owner)
-                if buffer is None:
-                    self._stats.late_spans += 1
+                pending = self._pending.get(span.context.trace_id)
+                if pending is None or pending.open.pop(span.context.span_id, None) is None:
+                    self._untracked(span)  # late, refused, or started before this processor was added
                     return
-                if span_id != owner:
-                    buffer.open.pop(span_id, None)
-                    self._append(buffer, span)
-                    return
-                del self._buffers[owner]
-                if self._open_root_by_trace.get(buffer.trace_id) == owner:
-                    del self._open_root_by_trace[buffer.trace_id]
-            self._export(buffer, span, complete=True, on_root_thread=True)
+                claimed = self._finished(span, is_root=span.context.span_id in pending.roots)
+            if claimed is not None:
+                self._export(claimed, span, complete=True, on_root_thread=True)
         except Exception as exc:  # noqa: BLE001
             self._error_once("on_end", exc)
 
     def add_finished(self, spans: Iterable[ReadableSpan]) -> None:
         """Assemble FINISHED spans seen without ``on_start`` (an exporter's batches) into MLflow traces.
 
-        Spans are buffered per OTel trace id. When a local root arrives (after the rest of its batch is buffered, so
-        order inside a batch does not matter), the buffered spans of its trace id whose parent chain reaches it are
-        written with it as one trace; spans of the same trace id under another local root stay for that root. A span
-        whose chain ends at a span already written is late (counted, dropped, as in ``on_end``); spans whose root
-        never arrives are written at :meth:`shutdown`, tagged incomplete. Not combined with ``on_start``/``on_end``
-        on the same instance.
+        Spans are buffered as ``on_end`` buffers them. A local root is written when it arrives (after the rest of its
+        batch is buffered, so order inside a batch does not matter) with the buffered spans of its trace id whose
+        parent chain reaches it; spans of the same trace id under another local root stay for that root. Not combined
+        with ``on_start``/``on_end`` on the same instance.
         """
         if self._shutdown:
             return
         try:
-            ready: list[tuple[_Buffer, ReadableSpan]] = []
+            ready: list[tuple[_Trace, ReadableSpan]] = []
             with self._lock:
-                roots = []
-                for span in spans:
-                    if _foreign(span):
-                        continue
-                    if _is_local_root(span):
-                        roots.append(span)
-                    else:
-                        self._buffer_finished(span)
-                for root in roots:
-                    buffer = self._claim(root)
-                    if buffer is not None:
-                        ready.append((buffer, root))
-            for buffer, root in ready:
-                self._export(buffer, root, complete=True)
+                spans = [s for s in spans if not _foreign(s) and not self._untracked(s)]
+                for span in sorted(spans, key=_is_local_root):  # a batch's roots last
+                    claimed = self._finished(span, is_root=_is_local_root(span))
+                    if claimed is not None:
+                        ready.append((claimed, span))
+            for claimed, root in ready:
+                self._export(claimed, root, complete=True)
         except Exception as exc:  # noqa: BLE001
             self._error_once("add_finished", exc)
 
-    def _buffer_finished(self, span: ReadableSpan) -> None:
-        """Under the lock: one finished non-root span into its trace id's buffer (or counted as late / dropped)."""
+    def _finished(self, span: ReadableSpan, *, is_root: bool) -> _Trace | None:
+        """Under the lock, the one assembly step: a finished span into its trace's buffer; for a local root, the
+        trace claimed for writing (None: nothing to write now)."""
+        trace_id, span_id = span.context.trace_id, span.context.span_id
+        pending = self._pending.get(trace_id)
+        if is_root:
+            return self._claim(pending or _Trace(trace_id), span_id)
+        pending = pending or self._trace(trace_id, new_root=False)  # on_end: always there (on_start made it)
+        if pending is None:
+            self._stats.dropped_spans += 1  # refused now: max_traces are buffered
+            return None
+        pending.links.setdefault(span_id, _parent_id(span))  # on_start's link wins: it knows the open root
+        self._append(pending, span)
+        return None
+
+    def _untracked(self, span: ReadableSpan) -> bool:
+        """Under the lock: True (counted) if a finished span is late (it or its parent was written already) or
+        belongs to a refused trace."""
         trace_id, span_id, parent = span.context.trace_id, span.context.span_id, _parent_id(span)
         written = self._written.get(trace_id)
-        if written is not None and parent in written:
+        if written is not None and (span_id in written or parent in written):
             written.add(span_id)  # its own late children are late too
             self._stats.late_spans += 1
-            return
-        buffer = self._finished.get(trace_id)
-        if buffer is None:
-            if trace_id in self._refused:
-                self._stats.dropped_spans += 1
-                return
-            if self._full(self._finished):
-                self._remember(self._refused, trace_id, None)
-                self._stats.dropped_spans += 1
-                return
-            buffer = self._finished[trace_id] = _Buffer(None, trace_id)
-        buffer.links[span_id] = parent
-        self._append(buffer, span)
+            return True
+        if trace_id in self._refused:
+            self._stats.dropped_spans += 1
+            return True
+        return False
 
-    def _full(self, buffers: dict) -> bool:
-        """Under the lock: True (counted, warned once) when a new trace must be refused: max_traces are buffered."""
-        if len(buffers) < self._max_traces:
-            return False
-        self._stats.dropped_traces += 1
-        self._warn_once("traces", "max_traces=%d buffered traces reached; dropping new traces (counted in stats)",
-                        self._max_traces)
-        return True
+    def _trace(self, trace_id: int, *, new_root: bool) -> _Trace | None:
+        """Under the lock: the pending spans of ``trace_id``, or a new buffer for them; None if the trace is refused:
+        max_traces are buffered (counted, warned once), or it was refused before and no new local root starts."""
+        pending = self._pending.get(trace_id)
+        if pending is not None or (not new_root and trace_id in self._refused):
+            return pending
+        if len(self._pending) >= self._max_traces:
+            self._stats.dropped_traces += 1
+            self._warn_once("traces", "max_traces=%d buffered traces reached; dropping new traces (counted in stats)",
+                            self._max_traces)
+            self._remember(self._refused, trace_id, None)
+            return None
+        self._refused.pop(trace_id, None)
+        pending = self._pending[trace_id] = _Trace(trace_id)
+        return pending
 
-    def _append(self, buffer: _Buffer, span: ReadableSpan) -> None:
+    def _append(self, pending: _Trace, span: ReadableSpan) -> None:
         """Under the lock: buffer a finished span, or count it as dropped past ``max_spans_per_trace``."""
-        if len(buffer.spans) < self._max_spans:
-            buffer.spans.append(span)
+        if len(pending.spans) < self._max_spans:
+            pending.spans.append(span)
             return
-        buffer.dropped += 1
+        pending.dropped.add(span.context.span_id)
         self._stats.dropped_spans += 1
         self._warn_once("spans", "max_spans_per_trace=%d reached; dropping spans (counted in stats and tagged on "
                         "the trace)", self._max_spans)
 
-    def _claim(self, root: ReadableSpan) -> _Buffer | None:
-        """Under the lock: the buffered spans that descend from ``root`` (a finished local root), as one buffer."""
-        trace_id, root_id = root.context.trace_id, root.context.span_id
-        if trace_id in self._refused and trace_id not in self._finished:
-            self._stats.dropped_spans += 1
-            return None
-        claimed = _Buffer(None, trace_id)
-        pending = self._finished.get(trace_id)
-        if pending is not None:
-            ours: dict[int, bool] = {root_id: True}
+    def _claim(self, pending: _Trace, root_id: int) -> _Trace:
+        """Under the lock: take the spans that hang under ``root_id`` out of ``pending``, as one trace (``open``: its
+        spans still running, late when they end), and remember them as written."""
+        links = pending.links
+        ours: dict[int, bool] = {root_id: True}
 
-            def descends(span_id: int | None) -> bool:
-                chain = []
-                while span_id is not None and span_id not in ours and span_id in pending.links:
-                    chain.append(span_id)
-                    span_id = pending.links[span_id]
-                    if len(chain) > len(pending.links):  # a cycle: not ours
-                        span_id = None
-                verdict = ours.get(span_id, False) if span_id is not None else False
-                for hop in chain:
-                    ours[hop] = verdict
-                return verdict
+        def descends(span_id: int | None) -> bool:
+            chain = []
+            while span_id is not None and span_id not in ours and span_id in links:
+                chain.append(span_id)
+                span_id = links[span_id]
+                if len(chain) > len(links):  # a cycle: not ours
+                    span_id = None
+            verdict = ours.get(span_id, False) if span_id is not None else False
+            for hop in chain:
+                ours[hop] = verdict
+            return verdict
 
-            claimed.spans = [s for s in pending.spans if descends(s.context.span_id)]
-            mine = {span_id for span_id in pending.links if descends(span_id)}
-            dropped_here = len(mine) - len(claimed.spans)
-            claimed.dropped, pending.dropped = dropped_here, pending.dropped - dropped_here
-            pending.spans = [s for s in pending.spans if s.context.span_id not in mine]
-            pending.links = {k: v for k, v in pending.links.items() if k not in mine}
-            if not pending.links:
-                del self._finished[trace_id]
-            written = mine | {root_id}
-        else:
-            written = {root_id}
-        self._remember(self._written, trace_id, written)
+        mine = {span_id for span_id in links if descends(span_id)} | {root_id}
+        claimed = _Trace(pending.trace_id)
+        claimed.spans = [s for s in pending.spans if s.context.span_id in mine]
+        pending.spans = [s for s in pending.spans if s.context.span_id not in mine]
+        claimed.open = {k: v for k, v in pending.open.items() if k in mine and k != root_id}
+        pending.open = {k: v for k, v in pending.open.items() if k not in mine}
+        claimed.dropped, pending.dropped = pending.dropped & mine, pending.dropped - mine
+        claimed.mlflow_parent = pending.roots.pop(root_id, None)
+        pending.links = {k: v for k, v in links.items() if k not in mine}
+        if not pending.links and self._pending.get(pending.trace_id) is pending:
+            del self._pending[pending.trace_id]
+        self._remember(self._written, pending.trace_id, mine)
         return claimed
 
     @staticmethod
@@ -351,18 +344,20 @@ class MlflowSpanProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         """Write every trace whose root never ended (tagged ``ag2_otel.incomplete``), then wait for the writes."""
+        unfinished: list[tuple[_Trace, Span | None]] = []
         with self._lock:
             if self._shutdown:
                 return
             self._shutdown = True
-            pending = [*self._buffers.values(), *self._finished.values()]
-            self._buffers.clear()
-            self._finished.clear()
-            self._owner.clear()
-            self._open_root_by_trace.clear()
-        for buffer in pending:
-            buffer.spans.extend(buffer.open.values())  # still running at exit: written unfinished (ERROR)
-            self._export(buffer, buffer.root, complete=False, on_root_thread=True)
+            for pending in list(self._pending.values()):
+                for root_id in list(pending.roots):
+                    root = pending.open[root_id]
+                    unfinished.append((self._claim(pending, root_id), root))
+                unfinished.append((pending, None))  # spans whose root never started here or never arrived
+            self._pending.clear()
+        for trace, root in unfinished:
+            trace.spans.extend(trace.open.values())  # still running at exit: written unfinished (ERROR)
+            self._export(trace, root, complete=False, on_root_thread=True)
         self.flush(self._write_timeout)  # the shared writer process stays for other processors; it exits with us
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -382,16 +377,16 @@ class MlflowSpanProcessor(SpanProcessor):
             return False
 
     # --- internals -----------------------------------------------------------------------------------------------
-    def _export(self, buffer: _Buffer, root: ReadableSpan | None, *, complete: bool,
+    def _export(self, trace: _Trace, root: ReadableSpan | None, *, complete: bool,
                 on_root_thread: bool = False) -> None:
         """One trace, one job, one of two executors: the writer process where it can take the job (a destination
         it writes, not nested under the user's MLflow span, the process up), else the in-process replay."""
         try:
-            spans = [*buffer.spans, root] if root is not None else buffer.spans
+            spans = [*trace.spans, root] if root is not None else trace.spans
             if not spans:
                 return
-            nested = buffer.mlflow_parent is not None
-            job = self._job(buffer, root, spans, complete, to_process=self._store is not None and not nested)
+            nested = trace.mlflow_parent is not None
+            job = self._job(trace, root, spans, complete, to_process=self._store is not None and not nested)
             if (job.destination is not None
                     and self._store.submit(job, wait=None if complete else self._write_timeout)):
                 executor: Any = self._store
@@ -400,7 +395,7 @@ class MlflowSpanProcessor(SpanProcessor):
             else:
                 _local.replaying = True
                 try:
-                    record = self._inline.submit(job, parent=buffer.mlflow_parent)
+                    record = self._inline.submit(job, parent=trace.mlflow_parent)
                 finally:
                     _local.replaying = False
                 if record is None:
@@ -419,18 +414,18 @@ class MlflowSpanProcessor(SpanProcessor):
                 self._stats.write_errors += 1
             self._error_once("write", exc)
 
-    def _job(self, buffer: _Buffer, root: ReadableSpan | None, spans: list, complete: bool, *,
+    def _job(self, trace: _Trace, root: ReadableSpan | None, spans: list, complete: bool, *,
              to_process: bool) -> TraceJob:
         # A root without a parent owns its OTel trace id: same id in MLflow (tr-<hex>), easy to match with a
         # collector backend. Anything else (remote parent, a parent from another provider) may share it: fresh id.
         own_id = root is not None and root.parent is None
-        trace_id = mlflow_trace_id(buffer.trace_id if own_id else uuid.uuid4().int)
+        trace_id = mlflow_trace_id(trace.trace_id if own_id else uuid.uuid4().int)
         if self._extra_metadata is None:
             self._extra_metadata = _source_metadata()
         # destination None: not for the writer process (none, nested, or a URI it cannot write): replay in-process
         destination = _process_destination() if to_process else None
-        return TraceJob(trace_id, destination, buffer.trace_id, root.context.span_id if root is not None else None,
-                        complete, buffer.dropped, self._extra_metadata, self._retry_timeout, spans)
+        return TraceJob(trace_id, destination, trace.trace_id, root.context.span_id if root is not None else None,
+                        complete, len(trace.dropped), self._extra_metadata, self._retry_timeout, spans)
 
     def _count_timeout(self) -> None:
         with self._lock:
