@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import semconv as k
+from ..mapping.counts import token_count
 from .content import (
     parse_arguments,
     plain_message,
@@ -51,14 +52,6 @@ def _short_text(value: Any) -> str:
         if not isinstance(value, str):
             value = f"<unprintable {type(value).__name__}>"
     return to_text(value, _MAX_ID_CHARS)
-
-
-def token_count(value: Any) -> int | None:
-    """A token count as a provider reports it: a non-bool int in [0, 2**63) (what an OTLP int64 holds), else None.
-    The one rule for counts read from AG2's and the provider SDKs' usage objects (here and in provider_tap)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
-        return int(value)
-    return None
 
 
 def _has(obj: Any, name: str) -> bool:

@@ -31,7 +31,7 @@ import wrapt
 
 from .. import semconv as k
 from .content import to_text
-from .extract import token_count
+from ..mapping.counts import token_count
 from .telemetry import log_once
 
 logger = logging.getLogger("ag2_otel")
