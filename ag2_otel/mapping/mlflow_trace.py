@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping
 
 from ag2_otel import semconv as sc
 from ag2_otel.mapping import ag2x
+from ag2_otel.mapping.counts import token_count
 
 # --- MLflow span types and keys (plain strings: this module must not import MLflow; values from mlflow 3.17) -------
 CHAIN = "CHAIN"
@@ -163,20 +164,6 @@ class TraceRecord:
 
 
 # --- value helpers: never raise on odd producer values ---------------------------------------------------------------
-def _count(value: Any) -> int | None:
-    """A non-negative token count, or None for anything else (bools, negatives, NaN, junk strings)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) and value >= 0 and value.is_integer() else None
-    if isinstance(value, str):
-        text = value.strip()
-        return int(text) if text.isascii() and text.isdigit() else None
-    return None
-
-
 def _money(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
@@ -192,7 +179,7 @@ def _money(value: Any) -> float | None:
 
 def _first_count(attrs: Mapping[str, Any], *keys: str) -> int | None:
     for key in keys:
-        value = _count(attrs.get(key))
+        value = token_count(attrs.get(key), lenient=True)
         if value is not None:
             return value
     return None
@@ -482,7 +469,7 @@ def build_trace_record(
     # usage (MLflow's rule: it hides ours). Spans not reachable from the root (missing parents, cycles) hang under it.
     records = [root]
     total, by_agent, by_model = Usage(), {}, {}
-    root_agent = root.attributes.get(sc.AGENT_NAME) if root.span_type == AGENT else None
+    root_agent = _text(root.attributes.get(sc.AGENT_NAME)) if root.span_type == AGENT else None
     root_has_usage = root.usage is not None
     visited = {root_span.context.span_id} if root_span is not None else set()
     queue: deque[tuple[Any, str, Any, bool]] = deque()
