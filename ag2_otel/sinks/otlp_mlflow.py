@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ag2_otel.mapping.mlflow_otlp import otlp_attributes
 from ag2_otel.mapping.mlflow_trace import build_trace_record
+from ag2_otel.sinks.warn_once import WarnOnce
 
 _logger = logging.getLogger(__name__)
 _RECENT = 1024  # trace ids whose root was sent, remembered to pass their late spans through
@@ -103,7 +104,7 @@ class MlflowKeysExporter(SpanExporter):
         self._sent: OrderedDict[int, None] = OrderedDict()  # trace ids whose root went out
         self._forgotten: OrderedDict[int, None] = OrderedDict()  # trace ids dropped over max_traces: no breakdown
         self._lock = threading.Lock()
-        self._warned = False
+        self._warn_once = WarnOnce(_logger)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._lock:
@@ -179,8 +180,6 @@ class MlflowKeysExporter(SpanExporter):
         self.inner.shutdown()
 
     def _warn(self) -> None:
-        if not self._warned:
-            self._warned = True
-            _logger.warning("ag2_otel: adding MLflow's keys to OTLP spans failed; those spans are sent without them "
-                            "(further failures are not logged)")
+        self._warn_once("enrich", "adding MLflow's keys to OTLP spans failed; those spans are sent without them "
+                        "(further failures are not logged)")
         _logger.debug("ag2_otel: MlflowKeysExporter failed", exc_info=True)
