@@ -1,8 +1,9 @@
-"""The one rule for token counts (pure): a non-negative int below 2**63 (what an OTLP int64 holds), never a bool.
+"""The one rule for token counts (pure): a non-negative whole number, never a bool.
 
-``token_count(value)`` reads a provider's typed usage object (AG2's and the SDKs' ``usage``): only a real int counts.
+``token_count(value)`` reads a provider's typed usage object (AG2's and the SDKs' ``usage``) before we record it as
+a span attribute: only a real int below 2**63 (what an OTLP int64 holds) counts.
 ``token_count(value, lenient=True)`` reads a span attribute that any instrumentation may have written (through OTLP
-or JSON a count can arrive as an integral float or a string of digits): those count too, nothing else does.
+or JSON a count can arrive as an integral float or a string of digits): those count too, at any size.
 """
 
 from __future__ import annotations
@@ -24,4 +25,4 @@ def token_count(value: Any, *, lenient: bool = False) -> int | None:
         count = int(value.strip())
     else:
         return None
-    return count if 0 <= count < LIMIT else None
+    return count if count >= 0 and (lenient or count < LIMIT) else None
