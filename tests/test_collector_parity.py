@@ -6,15 +6,14 @@ the SDK's OTLP exporter, a real rotel collector, a real ``mlflow server`` (sqlit
    OTEL_* set (``AG2_OTEL_MLFLOW=false``: the issue's setup; ``AG2_OTEL_OTLP_MLFLOW`` left at ``auto``) through rotel
    to the same server's ``/v1/traces``. The scripted model makes the two conversations identical but for ids and
    times; the two MLflow traces are compared field by field. Where MLflow's OTLP ingest cannot give the same (read in
-   MLflow 3.17.2's server; ag2_otel/mapping/mlflow_otlp.py), the test asserts what it does give:
-   - the root span's inputs/outputs: the server derives previews from them and reads text only out of
-     ``{"messages": [{"role", "content"}]}``, so over OTLP the root carries its previews in that shape (the MLflow
-     sink's root holds the GenAI messages);
-   - the per-agent / per-model breakdown: trace metadata cannot be set over OTLP, it arrives as trace tags (same keys;
-     ``get_token_usage`` reads either).
+   MLflow 3.17.2's server; ag2_otel/mapping/mlflow_otlp.py), the test asserts what it does give. Since the MLflow
+   sink writes its trace-level data the same way (on the root span, one ``log_spans``), both routes now give:
+   - the root span's inputs/outputs as ``{"messages": [{"role", "content"}]}``, the one shape the store derives
+     previews from;
+   - the per-agent / per-model breakdown as trace tags (``get_token_usage`` reads tags or metadata).
 2. Both routes on in one process, to one server (``docker-compose.yml``'s setup): one trace, ``tr-<otel trace id>``,
-   in the MLflow sink's experiment, tagged ``ag2_otel.via_otlp=true`` once the collector's copy merged into it; the
-   collector's experiment gets nothing; the trace equals the MLflow sink's own.
+   in the experiment of the copy that arrived first (the sink's, which writes as the root ends), tagged
+   ``ag2_otel.via_otlp=true`` once the collector's copy merged into it; the trace equals the MLflow sink's own.
 3. In process: the exporter wrapper (held until the root, late spans, caps, shutdown; other processors' spans
    untouched) and the encoding, checked against MLflow's own ingest functions.
 """
@@ -153,13 +152,13 @@ def test_collector_route_gives_the_mlflow_sinks_trace(tmp_path, mlflow_server, r
         conversation = _root(trace).get_attribute("gen_ai.conversation.id")
         if conversation is not None:  # AG2 >= 0.10
             assert trace.info.trace_metadata.get(m.MLFLOW_TRACE_SESSION) == conversation
-    # the root's inputs/outputs: the GenAI messages (sink), the preview message MLflow's ingest reads (OTLP)
-    assert _root(sink).inputs == [{"role": "user", "parts": [{"type": "text", "content": QUESTION}]}]
-    assert _root(otlp).inputs == {"messages": [{"role": "user", "content": QUESTION}]}
-    assert _root(otlp).outputs == {"messages": [{"role": "assistant", "content": ANSWER}]}
+    # the root's inputs/outputs: the chat shape the store reads previews from, on both routes
+    assert _root(otlp).inputs == _root(sink).inputs == {"messages": [{"role": "user", "content": QUESTION}]}
+    assert _root(otlp).outputs == _root(sink).outputs
+    assert _root(sink).outputs["messages"][-1]["content"] == ANSWER
     assert _root(otlp).get_attribute("gen_ai.input.messages") == _root(sink).get_attribute("gen_ai.input.messages")
 
-    # the per-agent / per-model breakdown: metadata on the sink's trace, tags on the OTLP one, the same numbers
+    # the per-agent / per-model breakdown: tags on both, the same numbers
     sink_usage = _token_usage(mlflow_server, sink.info.trace_id)
     otlp_usage = _token_usage(mlflow_server, otlp.info.trace_id)
     print("usage ", json.dumps(otlp_usage, sort_keys=True))
@@ -167,7 +166,8 @@ def test_collector_route_gives_the_mlflow_sinks_trace(tmp_path, mlflow_server, r
         assert otlp_usage[key] == sink_usage[key], key
     assert _without_cost(otlp_usage["by_agent"]) == PER_AGENT
     assert _without_cost(otlp_usage["by_model"]) == PER_MODEL
-    assert m.META_USAGE_BY_AGENT in sink.info.trace_metadata and m.META_USAGE_BY_AGENT in otlp.info.tags
+    assert m.META_USAGE_BY_AGENT in sink.info.tags and m.META_USAGE_BY_AGENT in otlp.info.tags
+    assert otlp.info.tags.get("ag2_otel.via_otlp") == "true" and "ag2_otel.via_otlp" not in sink.info.tags
 
 
 def test_both_routes_to_one_server_give_one_trace_owned_by_the_sink(tmp_path, mlflow_server, rotel_factory):
@@ -185,7 +185,7 @@ def test_both_routes_to_one_server_give_one_trace_owned_by_the_sink(tmp_path, ml
     trace = _only_trace(mlflow_server, sink_experiment, ready=lambda t: t.info.tags.get("ag2_otel.via_otlp") == "true")
     _assert_sink_trace(trace)
     assert trace.info.trace_id == "tr-" + trace.info.tags[m.TAG_OTEL_TRACE_ID]
-    assert m.META_USAGE_BY_AGENT in trace.info.trace_metadata  # the sink's trace info stands
+    assert m.META_USAGE_BY_AGENT in trace.info.tags
     assert trace.info.tags.get("service.name") == "both-routes"  # and the collector's copy is in it
     assert _client(mlflow_server).search_traces(locations=[collector.experiment_id]) == []
 
@@ -193,10 +193,11 @@ def test_both_routes_to_one_server_give_one_trace_owned_by_the_sink(tmp_path, ml
     assert _without_cost(usage["by_agent"]) == PER_AGENT and usage["mlflow_token_usage"] == TOTALS
 
 
-def test_the_sink_owns_the_trace_when_the_collectors_copy_came_first(mlflow_server, monkeypatch):
+def test_one_trace_when_the_collectors_copy_came_first(mlflow_server, monkeypatch):
     """The other order: the OTLP copy (with our keys; straight to the server's /v1/traces here, a collector is
-    transparent) is stored first, in its experiment; then the MLflow sink writes the same conversation: MLflow's
-    start_trace moves the trace to the sink's experiment and its trace info wins."""
+    transparent) is stored first, in its experiment; then the MLflow sink writes the same conversation (to another
+    experiment): still one trace, where the first copy put it (``log_spans`` does not move a trace), holding the
+    sink's write too (its source tags, which the OTLP copy does not carry) and the same trace-level data."""
     import mlflow
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -208,7 +209,8 @@ def test_the_sink_owns_the_trace_when_the_collectors_copy_came_first(mlflow_serv
                             headers={"x-mlflow-experiment-id": otlp_experiment})
     plain = _chat_through(MlflowKeysExporter(otlp)).get_finished_spans()  # exported as the root ended
     first = _only_trace(mlflow_server, otlp_experiment)
-    assert first.info.tags.get("ag2_otel.via_otlp") == "true" and m.META_USAGE_BY_AGENT not in first.info.trace_metadata
+    assert first.info.tags.get("ag2_otel.via_otlp") == "true" and m.META_USAGE_BY_AGENT in first.info.tags
+    assert "mlflow.source.type" not in first.info.tags
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", sink_experiment)
     previous = mlflow.get_tracking_uri()
@@ -220,12 +222,12 @@ def test_the_sink_owns_the_trace_when_the_collectors_copy_came_first(mlflow_serv
         sink.shutdown()
     finally:
         mlflow.set_tracking_uri(previous)
-    trace = _only_trace(mlflow_server, sink_experiment,
-                        ready=lambda t: m.META_USAGE_BY_AGENT in t.info.trace_metadata)
+    trace = _only_trace(mlflow_server, otlp_experiment, ready=lambda t: t.info.tags.get("mlflow.source.type"))
     assert trace.info.trace_id == first.info.trace_id
     _assert_sink_trace(trace)
     assert trace.info.tags.get("ag2_otel.via_otlp") == "true"
-    assert _client(mlflow_server).search_traces(locations=[otlp_experiment]) == []
+    assert trace.info.tags[m.META_USAGE_BY_AGENT] == first.info.tags[m.META_USAGE_BY_AGENT]
+    assert _client(mlflow_server).search_traces(locations=[sink_experiment]) == []
 
 
 def test_a_copy_without_our_keys_replaces_the_sinks_spans_on_one_server(tmp_path, mlflow_server, rotel_factory):
@@ -239,7 +241,7 @@ def test_a_copy_without_our_keys_replaces_the_sinks_spans_on_one_server(tmp_path
          OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_SERVICE_NAME="plain-merge", OTEL_BSP_SCHEDULE_DELAY="600000")
     # the copy's resource became a tag: it has arrived (the sink's own write has an empty resource)
     trace = _only_trace(mlflow_server, sink_experiment, ready=lambda t: t.info.tags.get("service.name") == "plain-merge")
-    assert trace.info.request_preview == QUESTION and m.META_USAGE_BY_AGENT in trace.info.trace_metadata
+    assert trace.info.request_preview == QUESTION and m.META_USAGE_BY_AGENT in trace.info.tags
     assert trace.info.token_usage == TOTALS
     assert _root(trace).span_type in (None, m.UNKNOWN)  # was CHAIN in the sink's copy
     assert _client(mlflow_server).search_traces(locations=[collector.experiment_id]) == []

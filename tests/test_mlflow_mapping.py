@@ -158,7 +158,63 @@ def test_conversation_record():
     assert record.session_id == CONVERSATION_ID and record.metadata[m.MLFLOW_TRACE_SESSION] == CONVERSATION_ID
     assert record.tags[m.TAG_OTEL_TRACE_ID] == format(spans[0].context.trace_id, "032x")
     assert record.request_preview == "build it" and record.response_preview == "done"
-    assert root.inputs == json.loads(text_messages("user", "build it"))
+    # the root in the chat shape the store derives previews from
+    assert root.inputs == {"messages": [{"role": "user", "content": "build it"}]}
+    assert root.outputs == {"messages": [{"role": "assistant", "content": "done"}]}
+
+
+TOOL_CALL = {"type": "tool_call", "id": "c1", "name": "add", "arguments": {"a": 1}}
+
+
+def test_root_chat_shape_keeps_everything():
+    """Text-only GenAI messages become {role, content}; a message with other parts keeps them; OpenAI-shaped messages
+    and other values are not touched; a string becomes one message of the given role."""
+    genai = [{"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+             {"role": "user", "parts": [{"type": "text", "content": "a"}, {"type": "text", "content": "b"}]},
+             {"role": "assistant", "parts": [TOOL_CALL], "finish_reason": "tool_call"}]
+    assert m.chat_messages(genai, "user") == {"messages": [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "a\nb"},
+        {"role": "assistant", "finish_reason": "tool_call", "content": "", "parts": [TOOL_CALL]}]}
+    openai = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": []}]
+    assert m.chat_messages(openai, "user") == {"messages": openai}
+    assert m.chat_messages("the summary", "assistant") == {"messages": [{"role": "assistant", "content": "the summary"}]}
+    for other in (None, {"a": 1}, [], [1, 2], 3):
+        assert m.chat_messages(other, "user") == other
+
+
+ROOT_VALUES = [
+    [{"role": "system", "parts": [{"type": "text", "content": "sys"}]},
+     {"role": "user", "parts": [{"type": "text", "content": "first"}]}],
+    [{"role": "user", "parts": [{"type": "text", "content": "x" * 1500}]}],
+    [{"role": "assistant", "parts": [TOOL_CALL]}],
+    [{"role": "user", "content": [{"type": "text", "text": "openai parts"}]}, {"role": "assistant", "content": "ok"}],
+    "a plain summary",
+    {"speakers": ["a", "b"]},
+    [{"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "3"}]}],
+]
+
+
+@pytest.mark.parametrize("value", ROOT_VALUES)
+def test_previews_follow_mlflows_own_rule(value):
+    """Our previews (written by start_trace where a store needs it) equal what MLflow's store derives from the root
+    span that log_spans stores (MLflow's own function, on the span dict as the store sees it): one trace either way."""
+    from mlflow.entities import Span
+    from mlflow.tracing.otel.translation import translate_span_when_storing
+    from mlflow.tracing.utils.truncation import _get_truncated_preview
+
+    from ag2_otel.mapping.mlflow_wire import span_dicts
+
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    encoded = value if isinstance(value, str) else json.dumps(value)
+    with provider.get_tracer("t").start_as_current_span("invoke_workflow w", attributes={
+            sc.OPERATION_NAME: sc.OP_WORKFLOW, sc.INPUT_MESSAGES: encoded, sc.OUTPUT_MESSAGES: encoded}):
+        pass
+    record = build_trace_record(exporter.get_finished_spans())
+    root = translate_span_when_storing(Span.from_dict(span_dicts(record, "tr-" + "1" * 32)[0]))
+    assert record.request_preview == _get_truncated_preview(root["attributes"]["mlflow.spanInputs"], role="user")
+    assert record.response_preview == _get_truncated_preview(root["attributes"]["mlflow.spanOutputs"], role="assistant")
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ Read in MLflow 3.17's server (``server/otel_api.py``, ``Span.from_otel_proto``, 
 * Trace level, from the span without a parent: ``mlflow.traceTag.<key>`` attributes become trace tags (the trace name
   too, as ``mlflow.traceTag.mlflow.traceName``); the session comes from ``gen_ai.conversation.id`` (already on our
   spans); previews are computed by the server from the root's ``mlflow.spanInputs``/``Outputs`` and read text only
-  out of ``{"messages": [{"role", "content"}]}``-shaped objects, so the root carries its previews in that shape
-  (:func:`preview_message`). Trace metadata cannot be set over OTLP: our usage breakdown goes in tags of the same keys
-  (``ag2_otel.get_token_usage`` reads either).
+  out of ``{"messages": [{"role", "content"}]}``-shaped objects, the shape the mapping gives the root
+  (``chat_messages``). Trace metadata cannot be set over OTLP: our usage breakdown goes in tags of the same keys
+  (``ag2_otel.get_token_usage`` reads either), as the direct sink's ``log_spans`` write does.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ag2_otel.mapping.mlflow_trace import MAX_METADATA_CHARS, MLFLOW_TRACE_SESSION, SpanRecord, TraceRecord
-from ag2_otel.mapping.mlflow_wire import SPAN_INPUTS, SPAN_OUTPUTS, SPAN_TYPE, TAG_TRACE_NAME
+from ag2_otel.mapping.mlflow_trace import SpanRecord, TraceRecord
+from ag2_otel.mapping.mlflow_wire import SPAN_INPUTS, SPAN_OUTPUTS, SPAN_TYPE, TRACE_TAG_PREFIX, trace_tags
 
-TRACE_TAG_PREFIX = "mlflow.traceTag."  # SpanAttributeKey.TRACE_TAG_PREFIX (MLflow 3.17)
 TAG_VIA_OTLP = "ag2_otel.via_otlp"  # "true": this trace (also) arrived over OTLP with our keys
 OtelValue = str | int | float | bool
 
@@ -57,11 +56,6 @@ def otlp_value(value: Any) -> OtelValue:
     return _dumps(value)
 
 
-def preview_message(role: str, text: str) -> dict[str, Any]:
-    """The one shape MLflow's server-side preview reads text from."""
-    return {"messages": [{"role": role, "content": text}]}
-
-
 def span_keys(record: SpanRecord, original: dict[str, Any]) -> dict[str, OtelValue]:
     """MLflow's keys for one mapped span: type, inputs, outputs and every key the mapping added to the attributes."""
     out: dict[str, OtelValue] = {SPAN_TYPE: otlp_value(record.span_type)}
@@ -76,19 +70,12 @@ def span_keys(record: SpanRecord, original: dict[str, Any]) -> dict[str, OtelVal
 
 
 def trace_keys(record: TraceRecord, *, usage: bool = True) -> dict[str, OtelValue]:
-    """The trace-level keys, for the root span: previews (as the root's inputs/outputs), tags, and (``usage``) the
-    usage breakdown."""
-    out: dict[str, OtelValue] = {}
-    if record.request_preview is not None:
-        out[SPAN_INPUTS] = otlp_value(preview_message("user", record.request_preview))
-    if record.response_preview is not None:
-        out[SPAN_OUTPUTS] = otlp_value(preview_message("assistant", record.response_preview))
-    tags = {TAG_TRACE_NAME: record.name, TAG_VIA_OTLP: "true", **record.tags}
-    if usage:
-        tags.update((k, v) for k, v in record.metadata.items() if k != MLFLOW_TRACE_SESSION)
-    for key, value in tags.items():
-        out[TRACE_TAG_PREFIX + key] = str(value)[:MAX_METADATA_CHARS]
-    return out
+    """The trace-level keys, for the root span: the trace's tags (:func:`trace_tags`, what the direct sink puts there
+    too) plus ``ag2_otel.via_otlp``; without ``usage``, not the usage breakdown. The previews need nothing here: the
+    root's inputs / outputs are already in the shape MLflow derives them from."""
+    tags = {k: v for k, v in trace_tags(record).items() if usage or k not in record.metadata}
+    tags[TAG_VIA_OTLP] = "true"
+    return {TRACE_TAG_PREFIX + key: value for key, value in tags.items()}
 
 
 def otlp_attributes(record: TraceRecord, originals: dict[str, dict[str, Any]], *, with_trace: bool,

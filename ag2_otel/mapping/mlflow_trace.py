@@ -15,6 +15,9 @@ Decisions (see also the README):
   translates when the key is absent) and so from double counting.
 * The root is the span whose parent is not in the set (the processor passes the local root explicitly). Spans whose
   parent is missing hang under the root; with several candidate roots and none named, a synthetic root spans them.
+* The root's inputs / outputs are ``{"messages": [{"role", "content", ...}]}`` (:func:`chat_messages`): MLflow's
+  store derives the trace's previews from the root span in that shape, so one ``log_spans`` call makes the whole
+  trace, and our previews follow MLflow's rule (:func:`_preview`), so every write path gives the same trace.
 """
 
 from __future__ import annotations
@@ -274,34 +277,63 @@ def _io(span_type: str, attrs: Mapping[str, Any]) -> tuple[Any, Any]:
     return inputs, outputs
 
 
-def _message_text(messages: Any, last: bool) -> str | None:
-    """First (or last) text part of GenAI messages that are not the system instructions, tolerating any shape."""
-    if isinstance(messages, dict):
-        messages = messages.get("messages")
-    if not isinstance(messages, list):
-        return None
-    for message in reversed(messages) if last else messages:
-        if isinstance(message, dict) and message.get("role") == "system":
+def chat_messages(value: Any, role: str) -> Any:
+    """A root's message list as ``{"messages": [{"role", "content", ...}]}``, the shape MLflow makes a trace's
+    previews from (``log_spans`` reads them off the root span: no ``start_trace`` needed) and its UI shows as a chat.
+
+    A GenAI message (``{"role", "parts"}``) gets ``content``, the text of its text parts; its ``parts`` stay only when
+    some are not text (tool calls, results), so nothing is lost. An OpenAI-shaped message (AG2 1.x) is kept as it is.
+    A string (a chat's summary) becomes one message of ``role``. Anything else is returned unchanged."""
+    if isinstance(value, str):
+        return {"messages": [{"role": role, "content": value}]}
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) and "role" in m for m in value):
+        return value
+    out = []
+    for message in value:
+        if "content" in message or not isinstance(message.get("parts"), list):
+            out.append(message)
             continue
-        parts = message.get("parts") if isinstance(message, dict) else None
-        if parts is None and isinstance(message, dict) and (text := ag2x.message_text(message)):
-            return text  # an OpenAI-shaped message (AG2 1.x)
-        for part in parts if isinstance(parts, list) else ():
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("content"), str):
-                return part["content"]
-    return None
+        parts = message["parts"]
+        texts = [p["content"] for p in parts
+                 if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("content"), str)]
+        chat = {k: v for k, v in message.items() if k != "parts"}
+        chat["content"] = "\n".join(texts)
+        if len(texts) != len(parts):
+            chat["parts"] = parts
+        out.append(chat)
+    return {"messages": out}
 
 
-def _preview(value: Any, last: bool) -> str | None:
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    for part in content if isinstance(content, list) else ():
+        if isinstance(part, str):
+            return part
+        if isinstance(part, dict) and part.get("type") in ("text", "output_text") and isinstance(part.get("text"), str):
+            return part["text"]
+    return ""
+
+
+def _preview(value: Any, role: str) -> str | None:
+    """A trace's request (``role="user"``) or response (``"assistant"``) preview of the root's inputs / outputs, by
+    MLflow's own rule (``_get_truncated_preview``, 3.17), so the trace has the same previews whether the store
+    derives them from the root span (``log_spans``) or is given them (``start_trace``): the text of the last
+    message of that role (else of the last message) of ``{"messages": [...]}``; otherwise the value's JSON."""
     if value is None:
         return None
-    text = _message_text(value, last)
-    if text is None:
+    text = ""
+    messages = value.get("messages") if isinstance(value, dict) else None
+    if isinstance(messages, list):
+        chat = [m for m in messages if isinstance(m, dict) and "role" in m and "content" in m]
+        if chat:
+            text = _content_text(next((m for m in reversed(chat) if m.get("role") == role), chat[-1]).get("content"))
+    if not text:
         try:
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            text = json.dumps(value, default=str)
         except ValueError:  # circular structures cannot come from JSON, but be safe
             text = str(value)
-    return text[:PREVIEW_CHARS]
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS - 3] + "..."
 
 
 def usage_json(by_key: dict[str, Usage]) -> str:
@@ -515,6 +547,7 @@ def build_trace_record(
             record.end_time_ns = max(latest_end, record.start_time_ns)
             _unfinished(record)
     _agent_io_from_model_calls(records)
+    root.inputs, root.outputs = chat_messages(root.inputs, "user"), chat_messages(root.outputs, "assistant")
 
     session_id = next(
         (str(r.attributes[sc.CONVERSATION_ID]) for r in records if r.attributes.get(sc.CONVERSATION_ID) not in (None, "")),
@@ -538,8 +571,8 @@ def build_trace_record(
         usage_by_agent=by_agent,
         usage_by_model=by_model,
         session_id=session_id,
-        request_preview=_preview(root.inputs, last=False),
-        response_preview=_preview(root.outputs, last=True),
+        request_preview=_preview(root.inputs, "user"),
+        response_preview=_preview(root.outputs, "assistant"),
         tags=tags,
         metadata=metadata,
     )

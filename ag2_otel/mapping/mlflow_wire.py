@@ -1,8 +1,9 @@
 """A :class:`TraceRecord` -> MLflow's stored shapes: span dicts (``mlflow.entities.Span.from_dict``) and TraceInfo fields.
 
-Pure: no MLflow import, no I/O. Used by the store writer process (``ag2_otel.sinks.store_writer``), which writes a
-whole trace in one batched ``log_spans`` call and then its TraceInfo, the two calls MLflow's own exporter makes (on
-MLflow 3.1: start_trace, the spans as the trace's artifact, end_trace).
+Pure: no MLflow import, no I/O. Used by the store writer process (``ag2_otel.sinks.store_writer``), which writes
+whole traces in one batched ``log_spans`` call, the trace-level data riding on each root span (:func:`trace_tags`);
+where a store cannot make the trace from that, also their TraceInfo (``start_trace``, :func:`trace_info_fields`), the
+calls MLflow's own exporter makes (on MLflow 3.1: start_trace, the spans as the trace's artifact, end_trace).
 
 Shapes are MLflow 3.17's ``Span.to_dict`` output: ids base64 of the big-endian bytes, every attribute value a JSON
 string (``mlflow.spanInputs`` and friends included), event attributes raw, status as the OTLP enum name. The MLflow
@@ -17,7 +18,7 @@ import json
 import math
 from typing import Any
 
-from ag2_otel.mapping.mlflow_trace import MAX_METADATA_CHARS, TraceRecord
+from ag2_otel.mapping.mlflow_trace import MAX_METADATA_CHARS, MLFLOW_TRACE_SESSION, TraceRecord
 
 TRACE_ID_PREFIX = "tr-"
 TRACE_SCHEMA_VERSION = "3"
@@ -32,6 +33,7 @@ META_USER = "mlflow.user"
 META_SOURCE_NAME = "mlflow.source.name"
 META_SOURCE_TYPE = "mlflow.source.type"
 TAG_TRACE_NAME = "mlflow.traceName"
+TRACE_TAG_PREFIX = "mlflow.traceTag."  # SpanAttributeKey.TRACE_TAG_PREFIX: on the root, read by log_spans as a trace tag
 _STATUS = {"ERROR": "STATUS_CODE_ERROR", "OK": "STATUS_CODE_OK", "UNSET": "STATUS_CODE_OK"}
 
 
@@ -70,11 +72,24 @@ def _dumps(value: Any) -> str:
             return json.dumps(str(value))
 
 
-def span_dicts(record: TraceRecord, trace_id: str, request_id: str | None = None) -> list[dict[str, Any]]:
+def trace_tags(record: TraceRecord, extra_metadata: dict[str, str] | None = None) -> dict[str, str]:
+    """Everything trace-level that is not derived from the spans, as trace tags: the name, our tags, the usage
+    breakdown (``ag2_otel.get_token_usage`` reads tags or metadata) and ``extra_metadata`` (the producing program).
+
+    On the root span as ``mlflow.traceTag.<key>`` they are what lets ``log_spans`` alone make the whole trace: MLflow's
+    store (3.17) makes trace tags of them and derives state, times, previews, token usage and session from the spans;
+    trace metadata it cannot be given that way, hence tags."""
+    tags = {TAG_TRACE_NAME: record.name, **(extra_metadata or {}),
+            **{k: v for k, v in record.metadata.items() if k != MLFLOW_TRACE_SESSION}, **record.tags}
+    return {k: str(v)[:MAX_METADATA_CHARS] for k, v in tags.items()}
+
+
+def span_dicts(record: TraceRecord, trace_id: str, request_id: str | None = None,
+               tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The record's spans (parent-first, root first) as ``Span.from_dict`` input under MLflow trace id ``trace_id``.
 
     ``request_id``: the id the spans name as their trace (``mlflow.traceRequestId``) when the store chose one (MLflow
-    3.1's v2 traces); the OTel trace id in them stays ``trace_id``'s."""
+    3.1's v2 traces); the OTel trace id in them stays ``trace_id``'s. ``tags`` (:func:`trace_tags`) go on the root."""
     trace_b64 = _b64(int(trace_id[len(TRACE_ID_PREFIX):], 16), 16)
     request_id = json.dumps(request_id or trace_id)
     out = []
@@ -101,6 +116,8 @@ def span_dicts(record: TraceRecord, trace_id: str, request_id: str | None = None
                        "message": rec.status_message if rec.status == "ERROR" else ""},
             "attributes": attributes,
         })
+    if tags and out:
+        out[0]["attributes"].update((TRACE_TAG_PREFIX + k, json.dumps(v)) for k, v in tags.items())
     return out
 
 

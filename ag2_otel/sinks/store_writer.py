@@ -15,15 +15,20 @@ Each trace of a batch: the snapshot is rebuilt into ``ReadableSpan`` objects and
 everywhere (:func:`build_trace_record`). How it is then stored is decided by what the installed MLflow HAS (feature detection at
 start, never its version string; see :func:`write_path`):
 
-* ``batched`` (``TracingClient.start_trace(trace_info)``, MLflow 3.2+ or so): the calls MLflow's own exporter makes,
-  under our trace ids ``tr-<otel trace id>``, for a whole batch: ``TracingClient.start_trace(trace_info)`` per trace
-  (metadata, tags, previews: ``log_spans`` alone would make tags, previews and token totals from the root span, but
-  no trace metadata, so it stays; to a server, up to ``HTTP_PARALLEL`` at once), then ONE
-  ``TracingClient.log_spans(experiment_id, spans)`` with every span of the batch (one SQL transaction, or one OTLP
-  POST to a server; skipped where MLflow has no ``log_spans``, and for good on a store that answers
-  ``NotImplementedError``: a file store, a server older than 3.4), then, as MLflow's exporter does, the span data as
-  each trace's artifact unless the store keeps spans (the stored trace carries ``mlflow.trace.spansLocation``,
-  checked once per URI; an MLflow without that tag reads spans from the artifact only, e.g. 3.5).
+* ``batched`` (``TracingClient.start_trace(trace_info)``, MLflow 3.2+ or so), under our trace ids
+  ``tr-<otel trace id>``: ONE ``TracingClient.log_spans(experiment_id, spans)`` with every span of the batch (one SQL
+  transaction, or one OTLP POST to a server), each root span carrying its trace's tags as ``mlflow.traceTag.*`` and
+  its inputs/outputs in the shape the store derives previews from (``mlflow_wire.trace_tags``,
+  ``mlflow_trace.chat_messages``). MLflow 3.17's store makes whole traces of that: tags, state, times, previews,
+  token totals, session; the trace metadata it cannot be given that way is why our breakdown is in tags. Whether a
+  store does is proved once per URI on the first trace written there (:meth:`StoreWriter._makes_traces`: it reads
+  back as ``start_trace`` would have written it). Where it does not, the calls MLflow's own exporter makes:
+  ``TracingClient.start_trace(trace_info)`` per trace first (to a server, up to ``HTTP_PARALLEL`` at once; again
+  after the spans where ``log_spans`` adds span usage onto it, MLflow 3.10), the spans (skipped where MLflow has no
+  ``log_spans``, and for good on a store that answers ``NotImplementedError``: a file store, a server older than
+  3.4), then the span data as each trace's artifact unless the store keeps spans (the stored trace carries
+  ``mlflow.trace.spansLocation``, checked once per URI; an MLflow without that tag reads spans from the artifact only,
+  e.g. 3.5). Without ``start_trace`` a store writes 2-3× as many traces a second (``benchmarks/bench.py``).
 * ``v2`` (``TracingClient.start_trace(experiment_id, timestamp_ms, request_metadata, tags)``, MLflow 3.1): the calls
   that MLflow's own exporter for non-Databricks URIs makes there: ``start_trace`` (the store picks the trace id),
   the span data as the trace's artifact, ``end_trace``. The id the store chose goes back with the acknowledgement,
@@ -158,7 +163,7 @@ class StoreWriter:
         from mlflow.tracing.client import TracingClient
 
         from ag2_otel.mapping.mlflow_trace import build_trace_record
-        from ag2_otel.mapping.mlflow_wire import span_dicts, trace_info_fields
+        from ag2_otel.mapping.mlflow_wire import span_dicts, trace_info_fields, trace_tags
         from ag2_otel.sinks.span_snapshot import rebuild
 
         self.path, self.missing = write_path()
@@ -174,13 +179,14 @@ class StoreWriter:
             from mlflow.entities.trace_status import TraceStatus
 
             self._status = TraceStatus
-        self._build, self._span_dicts, self._info_fields, self._rebuild = (
-            build_trace_record, span_dicts, trace_info_fields, rebuild)
+        self._build, self._span_dicts, self._info_fields, self._tags, self._rebuild = (
+            build_trace_record, span_dicts, trace_info_fields, trace_tags, rebuild)
         self._clients: dict[str, Any] = {}
         self._no_span_logging: set[str] = set()  # URIs whose store answered log_spans with "not supported"
         self._reachable: set[str] = set()
         self._spans_kept: dict[str, bool] = {}  # URI -> its store reads spans logged by log_spans (see _keeps_spans)
         self._usage_kept: dict[str, bool] = {}  # URI -> log_spans leaves start_trace's token usage as it is
+        self._spans_only: dict[str, bool] = {}  # URI -> log_spans alone makes whole traces there (_makes_traces)
         self._threads: Any = None
         self._experiments: dict[tuple, str] = {}
         self._default_uri: str | None = None
@@ -282,7 +288,8 @@ class StoreWriter:
             return None
         prepared = _Prepared(job, record, self._info_fields(record, job.trace_id, job.extra_metadata))
         if self.path == "batched":
-            prepared.spans = [self._span_from_dict(d) for d in self._span_dicts(record, job.trace_id)]
+            tags = self._tags(record, job.extra_metadata)
+            prepared.spans = [self._span_from_dict(d) for d in self._span_dicts(record, job.trace_id, tags=tags)]
             prepared.state = self._state(prepared.fields.pop("state"))
         return prepared
 
@@ -316,9 +323,16 @@ class StoreWriter:
 
     def _write_batched(self, client: Any, uri: str, location: str, group: list[_Prepared],
                        progress: dict[str, Any]) -> None:
-        """``start_trace`` per trace first (MLflow's insert path; after ``log_spans`` created the row it would take
-        its slower merge path), then ONE ``log_spans`` with every span of the group, then, where this store does
-        not keep spans, each trace's span data as its artifact (as MLflow's exporter does)."""
+        """ONE ``log_spans`` with every span of the group, each root carrying its trace's tags: where the store makes
+        whole traces of that (MLflow 3.17: tags, state, times, previews, token usage, session; proved once per URI by
+        :meth:`_makes_traces`) that is all. Elsewhere, as MLflow's exporter: ``start_trace`` per trace first (its insert
+        path), the spans, and where the store does not keep spans each trace's span data as its artifact."""
+        if self._spans_only.get(uri, True) and self._log_spans(client, uri, location, group, progress):
+            if uri not in self._spans_only:
+                self._spans_only[uri] = self._makes_traces(client, uri, group)
+            if self._spans_only[uri]:
+                return
+            progress["usage_checked"] = True  # start_trace after the spans: its values stand on every store
         infos: dict[str, Any] = progress.setdefault("infos", {})
         todo = [p for p in group if p.job.trace_id not in infos]
 
@@ -334,14 +348,7 @@ class StoreWriter:
                 started = [start(p) for p in todo]
             for p, info in zip(todo, started):
                 infos[p.job.trace_id] = info
-        if self._has_log_spans and uri not in self._no_span_logging and not progress.get("logged"):
-            try:
-                client.log_spans(location, [span for p in group for span in p.spans])
-                progress["logged"] = True
-            except Exception as exc:  # noqa: BLE001
-                if not _not_supported(exc):
-                    raise
-                self._no_span_logging.add(uri)  # as MLflow's exporter: the span data goes as the artifact below
+        self._log_spans(client, uri, location, group, progress)
         if progress.get("logged") and not progress.get("usage_checked"):
             if not self._keeps_usage(client, uri, group):
                 # this store added the spans' usage onto start_trace's (MLflow 3.10 sums into the stored value; 3.17
@@ -356,6 +363,48 @@ class StoreWriter:
             if p.job.trace_id not in uploaded:
                 client._upload_trace_data(infos[p.job.trace_id], self._trace_data(spans=p.spans))
                 uploaded.add(p.job.trace_id)
+
+    def _log_spans(self, client: Any, uri: str, location: str, group: list[_Prepared], progress: dict[str, Any]) -> bool:
+        """The group's spans in one ``log_spans`` call, once per batch; False where the store cannot log spans (a file
+        store, a server older than 3.4, an MLflow without the call): then, as MLflow's exporter, the artifact."""
+        if progress.get("logged"):
+            return True
+        if not self._has_log_spans or uri in self._no_span_logging:
+            return False
+        try:
+            client.log_spans(location, [span for p in group for span in p.spans])
+        except Exception as exc:  # noqa: BLE001
+            if not _not_supported(exc):
+                raise
+            self._no_span_logging.add(uri)
+            return False
+        progress["logged"] = True
+        return True
+
+    def _makes_traces(self, client: Any, uri: str, group: list[_Prepared]) -> bool:
+        """Whether the store at ``uri`` made whole traces of spans alone: the first trace of the group (one with usage
+        if any) reads back with its tags, state, start time, previews and token usage as ``start_trace`` would have
+        written them, and its spans kept in the store. Asked once per URI; where not, ``start_trace`` is called."""
+        probe = next((p for p in group if META_TOKEN_USAGE in p.fields["trace_metadata"]), group[0])
+        info = client.get_trace_info(probe.job.trace_id)
+        if info is None:
+            return False
+        fields, tags = probe.fields, getattr(info, "tags", None) or {}
+        stored_usage = (getattr(info, "trace_metadata", None) or {}).get(META_TOKEN_USAGE)
+        sent_usage = fields["trace_metadata"].get(META_TOKEN_USAGE)
+        state = getattr(getattr(info, "state", None), "value", None)
+        made = (all(tags.get(k) == v for k, v in fields["tags"].items())
+                and state == probe.state.value
+                and getattr(info, "request_time", None) == fields["request_time"]
+                and getattr(info, "request_preview", None) == fields["request_preview"]
+                and getattr(info, "response_preview", None) == fields["response_preview"]
+                and (stored_usage == sent_usage or (stored_usage is not None and sent_usage is not None
+                                                    and _same_usage(stored_usage, sent_usage)))
+                and self._spans_in_store is not None and tags.get(self._spans_in_store[0]) == self._spans_in_store[1])
+        _logger.debug("log_spans %s whole traces at this store", "makes" if made else "does not make")
+        if made:
+            self._spans_kept[uri] = True
+        return made
 
     def _keeps_spans(self, client: Any, uri: str, trace_id: str) -> bool:
         """Whether the store at ``uri`` reads a trace's spans from where ``log_spans`` put them: the stored trace
