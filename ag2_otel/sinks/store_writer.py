@@ -398,8 +398,7 @@ class StoreWriter:
                 and getattr(info, "request_time", None) == fields["request_time"]
                 and getattr(info, "request_preview", None) == fields["request_preview"]
                 and getattr(info, "response_preview", None) == fields["response_preview"]
-                and (stored_usage == sent_usage or (stored_usage is not None and sent_usage is not None
-                                                    and _same_usage(stored_usage, sent_usage)))
+                and (stored_usage == sent_usage or _same_usage(stored_usage, sent_usage))
                 and self._spans_in_store is not None and tags.get(self._spans_in_store[0]) == self._spans_in_store[1])
         _logger.debug("log_spans %s whole traces at this store", "makes" if made else "does not make")
         if made:
